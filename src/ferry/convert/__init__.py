@@ -1,0 +1,69 @@
+"""Converters: bring a model from another framework into a ferry package, checked numerically.
+
+`convert(source, path)` picks the converter from what `source` is; `export` is the PyTorch one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ferry.convert.parity import ParityReport
+from ferry.convert.result import Conversion
+from ferry.errors import ConversionError
+
+
+def export(module: Any, example_inputs: Any, path: str | os.PathLike[str], **kwargs: Any) -> Conversion:
+    """Export a torch.nn.Module; see `ferry.convert.torch.export` for the options."""
+    from ferry.convert.torch import export as torch_export
+
+    return torch_export(module, example_inputs, path, **kwargs)
+
+
+def detect(source: Any) -> str:
+    """'onnx', 'paddle', 'sklearn' or 'torch' for what `source` is, or a ConversionError."""
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if not p.exists() and not any(p.with_name(p.name + s).exists() for s in (".json", ".pdmodel")):
+            raise ConversionError(f"{p}: no such file or folder")
+        if p.suffix == ".onnx":
+            return "onnx"
+        if p.suffix in (".pkl", ".pickle", ".joblib"):
+            return "sklearn"
+        if p.suffix in (".json", ".pdmodel") or not p.exists() or p.is_dir():
+            return "paddle"
+        raise ConversionError(
+            f"{p}: cannot tell the framework from the name; expected .onnx, .pkl/.joblib (scikit-learn), "
+            ".json/.pdmodel or a folder (PaddlePaddle)"
+        )
+    kinds = {cls.__module__.split(".")[0] for cls in type(source).__mro__}
+    if "torch" in kinds:
+        return "torch"
+    if "sklearn" in kinds:
+        return "sklearn"
+    raise ConversionError(f"do not know how to convert a {type(source).__name__}")
+
+
+def convert(source: Any, path: str | os.PathLike[str], **kwargs: Any) -> Conversion:
+    """Convert `source` (a file, folder, estimator or module) into a package at `path`."""
+    kind = detect(source)
+    if kind == "onnx":
+        from ferry.convert.onnx import convert_onnx
+
+        return convert_onnx(source, path, **kwargs)
+    if kind == "paddle":
+        from ferry.convert.paddle import convert_paddle
+
+        return convert_paddle(source, path, **kwargs)
+    if kind == "sklearn":
+        from ferry.convert.sklearn import convert_sklearn
+
+        return convert_sklearn(source, path, **kwargs)
+    example = kwargs.pop("example_inputs", None)
+    if example is None:
+        raise ConversionError("converting a torch module needs example_inputs")
+    return export(source, example, path, **kwargs)
+
+
+__all__ = ["Conversion", "ParityReport", "convert", "detect", "export"]

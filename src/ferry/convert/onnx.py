@@ -1,0 +1,57 @@
+"""A plain .onnx file -> package: checked for unsafe paths and unknown ops, pruned, dims named."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import onnx as onnx_lib
+
+from ferry.convert._common import check_package, ferry_version, version_of
+from ferry.convert.parity import random_feeds
+from ferry.convert.result import Conversion
+from ferry.errors import ConversionError, PackageError
+from ferry.package import Provenance, load, save
+
+
+def convert_onnx(
+    source: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    check: bool = True,
+    example_inputs: dict[str, Any] | None = None,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    **package_fields: Any,
+) -> Conversion:
+    source = Path(source)
+    original = load(source)  # validates external-data paths and ops before any weight is read
+    try:
+        model = onnx_lib.load(str(source), load_external_data=True)
+    except Exception as exc:
+        raise PackageError(f"{source}: could not read the model: {exc}") from exc
+    producer = model.producer_name or "onnx"
+    provenance = Provenance(
+        framework=producer,
+        framework_version=model.producer_version,
+        converter=f"ferry {ferry_version()}",
+        converter_version=version_of("onnx"),
+    )
+    package_fields.setdefault("name", source.stem)
+    package = save(model, path, provenance=provenance, **package_fields)
+    report = None
+    if check:
+        # Run the untouched file and the package on the same inputs: pruning must not change a thing.
+        from ferry.inference import Config, create_predictor
+
+        feeds = example_inputs or random_feeds(package.signature)
+        config = Config(original)
+        config.set_backend("onnxruntime")
+        try:
+            src = create_predictor(config).predict(feeds, package.signature.output_names)
+        except Exception as exc:
+            raise ConversionError(f"{source}: the original model did not run for the check: {exc}") from exc
+        names = package.signature.output_names
+        report = check_package(package, feeds, [src[n] for n in names], atol, rtol)
+    return Conversion(package, "onnx", report)

@@ -1,0 +1,107 @@
+"""scikit-learn estimators and pipelines -> package, through skl2onnx.
+
+Classifiers are exported with plain tensors out (`label`, `probabilities`), not a list of dicts, so that
+every backend and client can read them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferry.convert._common import check_package, ferry_version, quiet, version_of
+from ferry.convert.result import Conversion
+from ferry.errors import ConversionError
+from ferry.package import Provenance, save
+
+
+def load_estimator(source: str | os.PathLike[str]) -> Any:
+    """Unpickle an estimator. Unpickling runs code: only open files you trust."""
+    source = Path(source)
+    try:
+        if source.suffix == ".joblib":
+            import joblib
+
+            return joblib.load(source)
+        with open(source, "rb") as f:
+            return pickle.load(f)
+    except Exception as exc:
+        raise ConversionError(f"{source}: could not unpickle an estimator: {exc}") from exc
+
+
+def convert_sklearn(
+    estimator: Any,
+    path: str | os.PathLike[str],
+    *,
+    example_inputs: np.ndarray | None = None,
+    input_name: str = "input",
+    opset: int | None = None,
+    check: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    **package_fields: Any,
+) -> Conversion:
+    try:
+        from skl2onnx import to_onnx
+    except ImportError:
+        raise ConversionError("converting scikit-learn models needs skl2onnx: pip install 'ferry[sklearn]'") from None
+    if isinstance(estimator, (str, os.PathLike)):
+        estimator = load_estimator(estimator)
+    x = _example(estimator, example_inputs)
+    classifier = hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_")
+    options = {id(estimator): {"zipmap": False}} if classifier else None
+    try:
+        with quiet():
+            model = to_onnx(estimator, x[:1], options=options, target_opset=opset)
+    except Exception as exc:
+        raise ConversionError(f"skl2onnx could not convert {type(estimator).__name__}: {exc}") from exc
+    inputs = [i for i in model.graph.input]
+    if len(inputs) == 1 and inputs[0].name != input_name:
+        _rename_value(model, inputs[0].name, input_name)
+    if classifier:
+        package_fields.setdefault("labels", [str(c) for c in estimator.classes_])
+    provenance = Provenance(
+        framework="scikit-learn",
+        framework_version=version_of("scikit-learn"),
+        converter=f"ferry {ferry_version()} via skl2onnx",
+        converter_version=version_of("skl2onnx"),
+    )
+    package_fields.setdefault("name", type(estimator).__name__.lower())
+    package = save(model, path, provenance=provenance, dim_names={"N": "batch"}, **package_fields)
+    report = None
+    if check:
+        expected = [np.asarray(estimator.predict(x))]
+        if classifier:
+            expected.append(np.asarray(estimator.predict_proba(x), dtype=np.float32))
+        specs = package.signature.outputs
+        expected = [
+            e.reshape(-1, 1) if e.ndim == 1 and len(s.shape) == 2 else e for e, s in zip(expected, specs)
+        ]
+        report = check_package(package, {package.signature.inputs[0].name: x}, expected, atol, rtol)
+    return Conversion(package, "skl2onnx", report)
+
+
+def _example(estimator: Any, example: np.ndarray | None) -> np.ndarray:
+    if example is not None:
+        x = np.asarray(example)
+        return x.astype(np.float32) if x.dtype == np.float64 else x
+    n = getattr(estimator, "n_features_in_", None)
+    if n is None:
+        raise ConversionError(
+            f"{type(estimator).__name__} does not say how many features it takes; pass example_inputs"
+        )
+    return np.random.default_rng(0).standard_normal((8, n)).astype(np.float32)
+
+
+def _rename_value(model: Any, old: str, new: str) -> None:
+    for value in model.graph.input:
+        if value.name == old:
+            value.name = new
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new

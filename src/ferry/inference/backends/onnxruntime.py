@@ -1,0 +1,165 @@
+"""ONNX Runtime: the default engine. CPU always; CUDA and TensorRT where onnxruntime-gpu is installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ferry.errors import BackendError, BackendUnavailableError, ConfigError, UnsupportedModelError
+from ferry.inference.backends.base import OpTime, aggregate, probe_max_opset
+
+if TYPE_CHECKING:
+    from ferry.inference.config import Config
+
+
+class OrtSession:
+    backend = "onnxruntime"
+
+    def __init__(self, sess: Any, providers: list[str], profiling: bool):
+        self._sess = sess
+        self._providers = providers
+        self._profiling = profiling
+        self._profile_lock = threading.Lock()
+        self._profile_rows: list[OpTime] | None = None
+
+    def run(self, feeds: dict[str, Any], output_names: list[str]) -> list[np.ndarray]:
+        try:
+            return self._sess.run(output_names, feeds)
+        except Exception as exc:  # ORT raises its own exception types; callers get ours
+            raise BackendError(f"onnxruntime failed: {exc}") from exc
+
+    def share(self, array: np.ndarray) -> Any:
+        import onnxruntime as ort
+
+        # ortvalue_from_numpy keeps a reference to the array and reads its memory in place.
+        return ort.OrtValue.ortvalue_from_numpy(array)
+
+    def clone(self) -> OrtSession:
+        # An InferenceSession is safe to run from several threads; clones share it, and with it the weights.
+        return self
+
+    def profile(self) -> list[OpTime]:
+        if not self._profiling:
+            raise ConfigError("profiling is off: call config.enable_profile() before create_predictor")
+        with self._profile_lock:
+            if self._profile_rows is None:
+                path = self._sess.end_profiling()
+                with open(path, encoding="utf-8") as f:
+                    events = json.load(f)
+                os.unlink(path)
+                rows = [
+                    (e["args"]["op_name"], e["dur"] / 1000.0)
+                    for e in events
+                    if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
+                ]
+                self._profile_rows = aggregate(rows)
+            return self._profile_rows
+
+    def describe(self) -> str:
+        return f"onnxruntime {_version()} ({', '.join(self._providers)})"
+
+
+@cache
+def _version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
+class OrtBackend:
+    name = "onnxruntime"
+
+    def available(self) -> bool:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    @cache  # noqa: B019 - one backend object per process; the answer never changes
+    def max_opset(self) -> int:
+        import onnxruntime as ort
+
+        def accepts(model: bytes) -> bool:
+            try:
+                ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+            except Exception:
+                return False
+            return True
+
+        return probe_max_opset(accepts)
+
+    def create(self, config: Config) -> OrtSession:
+        import onnxruntime as ort
+
+        package = config.package
+        if package.opset > self.max_opset():
+            raise UnsupportedModelError(
+                f"{package.model_path}: opset {package.opset} is newer than onnxruntime {ort.__version__} "
+                f"supports (up to {self.max_opset()}); re-export with a lower opset or upgrade onnxruntime"
+            )
+        providers = _providers(config, ort.get_available_providers())
+        so = ort.SessionOptions()
+        if config.cpu_threads is not None:
+            so.intra_op_num_threads = config.cpu_threads
+            so.inter_op_num_threads = 1
+        so.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if config.ir_optim
+            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
+        so.enable_mem_pattern = config.memory_optim
+        so.enable_mem_reuse = config.memory_optim
+        so.enable_cpu_mem_arena = config.memory_optim
+        so.log_severity_level = 3
+        if config.profile:
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"ferry-ort-{os.getpid()}")
+        try:
+            sess = ort.InferenceSession(str(package.model_path), so, providers=providers)
+        except Exception as exc:
+            raise BackendError(f"{package.model_path}: onnxruntime could not load the model: {exc}") from exc
+        return OrtSession(sess, [p if isinstance(p, str) else p[0] for p in providers], config.profile)
+
+
+def _providers(config: Config, available: list[str]) -> list[Any]:
+    if config.precision != "fp32" and config.tensorrt is None:
+        raise ConfigError(
+            f"onnxruntime runs this model at fp32 only (asked for {config.precision}); "
+            "use config.set_backend('openvino') for bf16/fp16 on CPU, or convert the package's precision"
+        )
+    if config.device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise BackendUnavailableError(
+            "GPU asked for, but this onnxruntime has no CUDAExecutionProvider "
+            f"(available: {', '.join(available)}); pip uninstall onnxruntime && pip install onnxruntime-gpu"
+        )
+    cuda = ("CUDAExecutionProvider", {"device_id": config.device_id})
+    if config.tensorrt is None:
+        return [cuda, "CPUExecutionProvider"]
+    if "TensorrtExecutionProvider" not in available:
+        raise BackendUnavailableError(
+            "TensorRT asked for, but onnxruntime has no TensorrtExecutionProvider; install onnxruntime-gpu "
+            "and TensorRT (pip install tensorrt) and make sure libnvinfer is on the library path"
+        )
+    trt = config.tensorrt
+    options: dict[str, Any] = {
+        "device_id": config.device_id,
+        "trt_min_subgraph_size": trt.min_subgraph_size,
+        "trt_max_workspace_size": trt.workspace_mb << 20,
+        "trt_fp16_enable": trt.precision == "fp16",
+        "trt_int8_enable": trt.precision == "int8",
+    }
+    if trt.cache_dir:
+        options.update(trt_engine_cache_enable=True, trt_engine_cache_path=trt.cache_dir)
+    return [("TensorrtExecutionProvider", options), cuda, "CPUExecutionProvider"]
+
+
+BACKEND = OrtBackend()

@@ -13,12 +13,14 @@ from ferry.convert.parity import random_feeds
 from ferry.convert.result import Conversion
 from ferry.errors import ConversionError, PackageError
 from ferry.package import Provenance, load, save
+from ferry.package.graph import default_opset
 
 
 def convert_onnx(
     source: str | os.PathLike[str],
     path: str | os.PathLike[str],
     *,
+    opset: int | None = None,
     check: bool = True,
     example_inputs: dict[str, Any] | None = None,
     atol: float = 1e-5,
@@ -31,6 +33,11 @@ def convert_onnx(
         model = onnx_lib.load(str(source), load_external_data=True)
     except Exception as exc:
         raise PackageError(f"{source}: could not read the model: {exc}") from exc
+    if opset is not None and opset != default_opset(model):
+        try:
+            model = onnx_lib.version_converter.convert_version(model, opset)
+        except Exception as exc:
+            raise ConversionError(f"{source}: could not convert to opset {opset}: {exc}") from exc
     producer = model.producer_name or "onnx"
     provenance = Provenance(
         framework=producer,

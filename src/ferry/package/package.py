@@ -154,6 +154,7 @@ def save(
     provenance.opset = graph.default_opset(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; a package is meant to be shared
     try:
         big = model.ByteSize() > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
         onnx.save_model(

@@ -1,0 +1,140 @@
+"""A resumable batch prediction job.
+
+Each finished batch is saved under `OUT.partial/`; a rerun with the same model, inputs and batch size
+skips those batches. The final file is assembled in a temporary file and renamed into place, so `OUT`
+is either absent or complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferry.batch.readers import Samples
+from ferry.errors import InputError
+from ferry.inference import Predictor
+from ferry.processing import postprocess, preprocess_images
+
+FORMATS = ("npz", "jsonl")
+
+
+@dataclass
+class BatchJob:
+    predictor: Predictor
+    samples: Samples
+    batch_size: int = 32
+    output: Path | None = None
+    fmt: str | None = None  # from the output's suffix when None
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.fmt is None and self.output is not None:
+            self.fmt = self.output.suffix.lstrip(".").lower() or "npz"
+        if self.fmt is not None and self.fmt not in FORMATS:
+            raise InputError(f"output format must be one of {FORMATS}, got {self.fmt!r}")
+
+    @property
+    def batches(self) -> int:
+        return -(-self.samples.count // self.batch_size)
+
+    def batch_inputs(self, index: int) -> dict[str, np.ndarray]:
+        lo, hi = index * self.batch_size, min((index + 1) * self.batch_size, self.samples.count)
+        package = self.predictor.config.package
+        if self.samples.image_paths is not None:
+            batch = preprocess_images(self.samples.image_paths[lo:hi], package.manifest.preprocessing)
+            return {package.signature.inputs[0].name: batch}
+        return {n: np.ascontiguousarray(a[lo:hi]) for n, a in self.samples.arrays.items()}
+
+    def fingerprint(self) -> str:
+        package = self.predictor.config.package
+        h = hashlib.sha256()
+        h.update(json.dumps({k: v.sha256 for k, v in package.manifest.files.items()}, sort_keys=True).encode())
+        h.update(json.dumps([self.samples.count, self.batch_size, self.samples.names]).encode())
+        return h.hexdigest()
+
+
+def run_job(job: BatchJob, on_batch: Callable[[int], None] | None = None) -> list[dict[str, np.ndarray]]:
+    """Run every batch (skipping those a previous run finished); returns the results in order."""
+    partial = _partial_dir(job)
+    results: list[dict[str, np.ndarray]] = []
+    for index in range(job.batches):
+        saved = partial / f"batch-{index:06d}.npz" if partial else None
+        if saved is not None and saved.is_file():
+            with np.load(saved, allow_pickle=False) as data:
+                results.append({k: data[k] for k in data.files})
+        else:
+            out = job.predictor.predict(job.batch_inputs(index))
+            if saved is not None:
+                _save_npz_atomic(saved, out)
+            results.append(out)
+        if on_batch:
+            on_batch(index)
+    if job.output is not None:
+        _write_output(job, results)
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+    return results
+
+
+def _partial_dir(job: BatchJob) -> Path | None:
+    if job.output is None:
+        return None
+    partial = job.output.with_name(job.output.name + ".partial")
+    meta = partial / "job.json"
+    fingerprint = job.fingerprint()
+    if partial.is_dir():
+        same = job.resume and meta.is_file() and json.loads(meta.read_text()).get("fingerprint") == fingerprint
+        if not same:
+            shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"fingerprint": fingerprint, "batches": job.batches}))
+    return partial
+
+
+def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def _write_output(job: BatchJob, results: list[dict[str, np.ndarray]]) -> None:
+    assert job.output is not None
+    tmp = job.output.with_name(job.output.name + ".tmp")
+    if job.fmt == "npz":
+        merged = {k: np.concatenate([r[k] for r in results]) for k in results[0]} if results else {}
+        _save_npz_atomic(job.output, merged)
+        return
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in jsonl_records(job, results):
+            f.write(json.dumps(record) + "\n")
+    os.replace(tmp, job.output)
+
+
+def jsonl_records(job: BatchJob, results: list[dict[str, np.ndarray]]) -> Iterator[dict[str, Any]]:
+    """One record per sample: its name, each output as a list, and top-k labels if the package says so."""
+    manifest = job.predictor.config.package.manifest
+    first_output = manifest.signature.outputs[0].name
+    index = 0
+    for batch in results:
+        top = None
+        if manifest.postprocessing:
+            top = postprocess(batch[first_output], manifest.postprocessing, manifest.labels)
+        n = len(next(iter(batch.values())))
+        for i in range(n):
+            record: dict[str, Any] = {"sample": job.samples.names[index]}
+            record["outputs"] = {k: v[i].tolist() for k, v in batch.items()}
+            if isinstance(top, list):
+                record["top"] = top[i]
+            yield record
+            index += 1

@@ -1,0 +1,87 @@
+"""Timing one configuration: warm up, then time runs until both a count and a time budget are met."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ferry.convert.parity import random_feeds
+from ferry.inference import Config, Predictor, create_predictor
+from ferry.package import ModelPackage
+
+
+@dataclass(frozen=True)
+class Measurement:
+    backend: str
+    batch: int
+    threads: int | None
+    runs: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+
+    @property
+    def items_per_s(self) -> float:
+        return self.batch * 1000.0 / self.p50_ms if self.p50_ms else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "items_per_s": self.items_per_s}
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, runs: int, min_seconds: float) -> np.ndarray:
+    """Per-call milliseconds: at least `runs` calls and at least `min_seconds` of them."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < runs or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+        if len(times) >= 100 * max(runs, 1):
+            break
+    return np.asarray(times)
+
+
+def summarize(backend: str, batch: int, threads: int | None, times_ms: np.ndarray) -> Measurement:
+    return Measurement(
+        backend=backend,
+        batch=batch,
+        threads=threads,
+        runs=len(times_ms),
+        mean_ms=float(times_ms.mean()),
+        p50_ms=float(np.percentile(times_ms, 50)),
+        p90_ms=float(np.percentile(times_ms, 90)),
+        p99_ms=float(np.percentile(times_ms, 99)),
+    )
+
+
+def measure_predictor(
+    predictor: Predictor, batch: int, warmup: int = 5, runs: int = 30, min_seconds: float = 0.0
+) -> Measurement:
+    feeds = random_feeds(predictor.config.package.signature, batch=batch)
+    times = time_calls(lambda: predictor.predict(feeds), warmup, runs, min_seconds)
+    return summarize(predictor.config.backend, batch, predictor.config.cpu_threads, times)
+
+
+def measure(
+    package: ModelPackage,
+    backend: str,
+    batch: int,
+    threads: int | None = None,
+    precision: str = "fp32",
+    warmup: int = 5,
+    runs: int = 30,
+    min_seconds: float = 0.0,
+) -> Measurement:
+    config = Config(package)
+    config.set_backend(backend)
+    config.set_precision(precision)
+    if threads is not None:
+        config.set_cpu_threads(threads)
+    return measure_predictor(create_predictor(config), batch, warmup, runs, min_seconds)

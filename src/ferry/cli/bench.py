@@ -1,0 +1,68 @@
+"""`ferry bench PKG`: latency percentiles and throughput per backend, batch size and thread count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated integers, e.g. 1,8,32") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{text!r}: expected positive integers")
+    return values
+
+
+@click.command()
+@click.argument("package", type=click.Path(exists=True, path_type=Path))
+@click.option("--backend", "backends", default="all", show_default=True, help="all, or a comma-separated list.")
+@click.option("--batch", "batches", default="1,32", show_default=True, help="Batch sizes, comma-separated.")
+@click.option("--threads", "threads", default="2", show_default=True, help="Thread counts, comma-separated.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Time each setting at least this long.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write an HTML report with plots.")
+@click.option("--tune", is_flag=True, help="Record the fastest backend per batch size in the package for 'auto'.")
+def bench(package, backends, batches, threads, precision, warmup, runs, min_seconds, html_path, tune) -> None:
+    """Measure each installed backend on PACKAGE; with --tune, teach backend 'auto' the winners."""
+    import ferry
+    from ferry.bench import html_report, measure, tuning_record
+    from ferry.errors import ConfigError
+    from ferry.inference.backends import installed_backends
+
+    pkg = ferry.load(package)
+    names = installed_backends() if backends == "all" else [b.strip() for b in backends.split(",")]
+    unknown = [b for b in names if b not in installed_backends()]
+    if unknown:
+        raise ConfigError(f"backend(s) {unknown} not installed; installed: {installed_backends()}")
+    thread_counts = _ints(threads)
+    console = Console()
+    results = []
+    with console.status("measuring") as status:
+        for backend in names:
+            for n in thread_counts:
+                for b in _ints(batches):
+                    status.update(f"measuring {backend}, batch {b}, {n} threads")
+                    results.append(measure(pkg, backend, b, n, precision, warmup, runs, min_seconds))
+    table = Table("backend", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "items/s", title=pkg.name)
+    for m in results:
+        table.add_row(
+            m.backend, str(m.batch), str(m.threads), f"{m.p50_ms:.3f}", f"{m.p90_ms:.3f}",
+            f"{m.p99_ms:.3f}", f"{m.items_per_s:.1f}",
+        )
+    console.print(table)
+    if html_path:
+        html_path.write_text(html_report(f"ferry bench: {pkg.name}", results), encoding="utf-8")
+        console.print(f"wrote {html_path}")
+    if tune:
+        tuning = dict(pkg.manifest.tuning)
+        tuning[precision] = tuning_record(results, precision)
+        pkg.save_tuning(tuning)
+        console.print(f"recorded for backend 'auto' ({precision}): {tuning[precision]['fastest']}")

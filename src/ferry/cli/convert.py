@@ -1,0 +1,51 @@
+"""`ferry convert SOURCE -o OUT`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ferry.cli._options import parse_dims
+
+
+@click.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Package folder to write.")
+@click.option("--name", default=None, help="Model name (default: from the source).")
+@click.option("--version", "model_version", default="1", show_default=True)
+@click.option("--opset", type=int, default=None, help="ONNX opset for converters that take one.")
+@click.option("--outputs", default=None, help="Comma-separated outputs to keep; the graph is pruned to them.")
+@click.option("--dim", "dims", multiple=True, help="Name a dynamic dimension: OLD=NEW or INPUT:AXIS=NEW.")
+@click.option("--labels", type=click.Path(exists=True, path_type=Path), help="Text file, one label per line.")
+@click.option("--check/--no-check", default=True, show_default=True, help="Compare with the source numerically.")
+@click.option("--atol", type=float, default=1e-4, show_default=True)
+@click.option("--rtol", type=float, default=1e-3, show_default=True)
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+def convert(source, output, name, model_version, opset, outputs, dims, labels, check, atol, rtol, force) -> None:
+    """Convert an ONNX file, a PaddlePaddle inference model or a pickled scikit-learn model into a package.
+
+    PyTorch modules are Python objects: use ferry.export(module, example_inputs, path) from Python.
+    """
+    import ferry
+
+    kwargs = {
+        "name": name,
+        "version": model_version,
+        "check": check,
+        "atol": atol,
+        "rtol": rtol,
+        "overwrite": force,
+    }
+    if outputs:
+        kwargs["outputs"] = [o.strip() for o in outputs.split(",") if o.strip()]
+    if dims:
+        kwargs["dim_names"] = parse_dims(dims)
+    if labels:
+        kwargs["labels"] = [line.strip() for line in labels.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if opset is not None:
+        kwargs["opset"] = opset
+    if name is None:
+        kwargs.pop("name")
+    result = ferry.convert(source, output, **kwargs)
+    click.echo(str(result))

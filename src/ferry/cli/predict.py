@@ -1,0 +1,70 @@
+"""`ferry predict PKG INPUTS... -o OUT`, and `ferry predict --demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ferry.cli._options import DEMO_ROOT, engine_options, make_config
+
+
+@click.command()
+@click.argument("package", required=False, type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write results to .npz or .jsonl.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run.")
+@click.option("--demo", is_flag=True, help="Run the bundled digits model on its bundled sample images.")
+@engine_options
+def predict(package, inputs, output, batch_size, resume, demo, backend, threads, precision) -> None:
+    """Run a package on .npy/.npz/.json/.jsonl/.csv files or images, in batches."""
+    import ferry
+    from ferry.batch import BatchJob, read_inputs, run_job
+
+    if demo:
+        package = DEMO_ROOT / "digits"
+        inputs = inputs or (DEMO_ROOT / "samples",)
+    if package is None or not inputs:
+        raise click.UsageError("give a package and at least one input file (or --demo)")
+    pkg = ferry.load(package)
+    predictor = ferry.create_predictor(make_config(pkg, backend, threads, precision))
+    samples = read_inputs(list(inputs), pkg)
+    job = BatchJob(predictor, samples, batch_size, output, resume=resume)
+    console = Console(stderr=True)
+    console.print(f"{pkg.name}: {samples.count} samples in {job.batches} batches on {predictor.backend}")
+    with Progress(
+        TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, transient=True,
+    ) as bar:
+        task = bar.add_task("batches", total=job.batches)
+        results = run_job(job, on_batch=lambda _i: bar.advance(task))
+    if output is not None:
+        console.print(f"wrote {output}")
+    if output is None or demo:
+        _show(job, results, demo)
+
+
+def _show(job, results, demo: bool) -> None:
+    from ferry.batch.job import jsonl_records
+
+    records = list(jsonl_records(job, results))
+    table = Table("sample", "prediction", "score", title="predictions")
+    correct = 0
+    for record in records[:50]:
+        top = record.get("top")
+        if top:
+            table.add_row(record["sample"], top[0]["label"], f"{top[0]['score']:.3f}")
+        else:
+            first = next(iter(record["outputs"].values()))
+            table.add_row(record["sample"], str(first)[:60], "")
+    for record in records:
+        top = record.get("top")
+        if demo and top and record["sample"][0] == top[0]["label"]:
+            correct += 1
+    Console().print(table)
+    if demo:
+        Console().print(f"{correct}/{len(records)} correct (the true digit is the first character of each file name)")

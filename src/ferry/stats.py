@@ -1,0 +1,102 @@
+"""What `ferry inspect` reports: signature, op histogram, parameters, a FLOPs estimate, file sizes.
+
+FLOPs are counted for the ops that dominate (Conv, ConvTranspose, MatMul, Gemm, attention-free
+transformers included) from shapes inferred with every dynamic dimension set to 1 unless given;
+elementwise ops count one per output element. It is an estimate, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ferry.package import ModelPackage
+from ferry.package.graph import op_histogram
+
+
+def parameter_count(model: onnx.ModelProto) -> int:
+    return sum(math.prod(t.dims) for t in model.graph.initializer)
+
+
+def _concrete(model: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for value in m.graph.input:
+        for d in value.type.tensor_type.shape.dim:
+            if not d.HasField("dim_value"):
+                d.dim_value = dims.get(d.dim_param, 1)
+    try:
+        return onnx.shape_inference.infer_shapes(m, data_prop=True)
+    except Exception:
+        return m
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    shapes = {}
+    for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = v.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[v.name] = [d.dim_value for d in dims]
+    for t in model.graph.initializer:
+        shapes[t.name] = list(t.dims)
+    return shapes
+
+
+def estimate_flops(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> int:
+    """Multiply-adds count as two FLOPs. Nodes whose shapes stay unknown count zero."""
+    inferred = _concrete(model, dims or {})
+    shapes = _shapes(inferred)
+    total = 0
+    for node in inferred.graph.node:
+        out = shapes.get(node.output[0]) if node.output else None
+        if out is None:
+            continue
+        if node.op_type in ("Conv", "ConvTranspose") and node.input[1] in shapes:
+            w = shapes[node.input[1]]
+            per_output = 2 * math.prod(w[1:])  # (C_in / group) * kernel, times two
+            total += per_output * math.prod(out)
+        elif node.op_type in ("MatMul", "Gemm") and node.input[0] in shapes:
+            a = shapes[node.input[0]]
+            k = a[-1] if node.op_type == "MatMul" or not _attr(node, "transA") else a[-2]
+            total += 2 * k * math.prod(out)
+        else:
+            total += math.prod(out)
+    return int(total)
+
+
+def _attr(node: onnx.NodeProto, name: str) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return None
+
+
+def describe(package: ModelPackage, dims: dict[str, int] | None = None) -> dict[str, Any]:
+    model = package.full_model()
+    manifest = package.manifest
+    sizes = {}
+    if package.root is not None:
+        sizes = {name: entry.size for name, entry in manifest.files.items()}
+    else:
+        sizes = {package.model_path.name: package.model_path.stat().st_size}
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "path": str(package.root or package.model_path),
+        "signature": manifest.signature.to_dict(),
+        "ops": op_histogram(model),
+        "nodes": len(model.graph.node),
+        "parameters": parameter_count(model),
+        "flops_estimate": estimate_flops(model, dims),
+        "flops_dims": dims or {},
+        "files": sizes,
+        "total_bytes": int(np.sum(list(sizes.values()))),
+        "provenance": dict(vars(manifest.provenance)),
+        "preprocessing": manifest.preprocessing,
+        "postprocessing": manifest.postprocessing,
+        "labels": manifest.labels,
+        "tuning": manifest.tuning,
+    }

@@ -95,9 +95,7 @@ def main() -> None:
         for k, i in enumerate(np.flatnonzero(y_test == digit)[:2]):
             ink = x_test[i, 0] / 16.0
             pixels = (255 - ink * 255).round().astype(np.uint8)
-            Image.fromarray(pixels, "L").resize((32, 32), Image.Resampling.NEAREST).save(
-                samples / f"{digit}_{k}.png"
-            )
+            Image.fromarray(pixels, "L").resize((32, 32), Image.Resampling.NEAREST).save(samples / f"{digit}_{k}.png")
     np.savez_compressed(samples / "test.npz", image=x_test, label=y_test)
     print(f"wrote {len(list(samples.glob('*.png')))} sample images and test.npz to {samples}")
 

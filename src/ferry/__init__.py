@@ -1,8 +1,8 @@
 """ferry: carry a trained model from any framework into production.
 
-    pkg = ferry.convert("model.onnx", "my-model")          # or ferry.export(torch_module, x, "my-model")
-    predictor = ferry.create_predictor(ferry.Config("my-model"))
-    outputs = predictor.predict({"input": batch})
+pkg = ferry.convert("model.onnx", "my-model")          # or ferry.export(torch_module, x, "my-model")
+predictor = ferry.create_predictor(ferry.Config("my-model"))
+outputs = predictor.predict({"input": batch})
 """
 
 from ferry import errors

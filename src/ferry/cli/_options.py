@@ -17,9 +17,7 @@ DEMO_ROOT = Path(__file__).resolve().parents[1] / "demo"
 def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the engine.")(fn)
-    fn = click.option(
-        "--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True
-    )(fn)
+    fn = click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)(fn)
     return fn
 
 

@@ -54,8 +54,13 @@ def bench(package, backends, batches, threads, precision, warmup, runs, min_seco
     table = Table("backend", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "items/s", title=pkg.name)
     for m in results:
         table.add_row(
-            m.backend, str(m.batch), str(m.threads), f"{m.p50_ms:.3f}", f"{m.p90_ms:.3f}",
-            f"{m.p99_ms:.3f}", f"{m.items_per_s:.1f}",
+            m.backend,
+            str(m.batch),
+            str(m.threads),
+            f"{m.p50_ms:.3f}",
+            f"{m.p90_ms:.3f}",
+            f"{m.p99_ms:.3f}",
+            f"{m.items_per_s:.1f}",
         )
     console.print(table)
     if html_path:

@@ -37,8 +37,12 @@ def predict(package, inputs, output, batch_size, resume, demo, backend, threads,
     console = Console(stderr=True)
     console.print(f"{pkg.name}: {samples.count} samples in {job.batches} batches on {predictor.backend}")
     with Progress(
-        TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=True,
+        TextColumn("predicting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     ) as bar:
         task = bar.add_task("batches", total=job.batches)
         results = run_job(job, on_batch=lambda _i: bar.advance(task))

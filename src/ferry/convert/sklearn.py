@@ -78,9 +78,7 @@ def convert_sklearn(
         if classifier:
             expected.append(np.asarray(estimator.predict_proba(x), dtype=np.float32))
         specs = package.signature.outputs
-        expected = [
-            e.reshape(-1, 1) if e.ndim == 1 and len(s.shape) == 2 else e for e, s in zip(expected, specs)
-        ]
+        expected = [e.reshape(-1, 1) if e.ndim == 1 and len(s.shape) == 2 else e for e, s in zip(expected, specs)]
         report = check_package(package, {package.signature.inputs[0].name: x}, expected, atol, rtol)
     return Conversion(package, "skl2onnx", report)
 

@@ -69,9 +69,7 @@ class Predictor:
         try:
             return self._outputs[name]
         except KeyError:
-            raise InputError(
-                f"model {self._model!r} has no output {name!r}; outputs: {self._output_names}"
-            ) from None
+            raise InputError(f"model {self._model!r} has no output {name!r}; outputs: {self._output_names}") from None
 
     def run(self) -> bool:
         """Run on what the input handles hold; results go to the output handles."""

@@ -49,7 +49,9 @@ def check_files(root: Path, files: dict[str, FileEntry]) -> None:
             )
         actual = sha256_of(path)
         if actual != entry.sha256:
-            raise ChecksumError(f"{root / name}: sha256 {actual[:12]}... differs from manifest's {entry.sha256[:12]}...")
+            raise ChecksumError(
+                f"{root / name}: sha256 {actual[:12]}... differs from manifest's {entry.sha256[:12]}..."
+            )
 
 
 def external_data_locations(model: onnx.ModelProto) -> list[tuple[str, str]]:
@@ -134,6 +136,5 @@ def check_signature(manifest: Manifest, graph_sig: Signature, source: str) -> No
             for axis, (w, g) in enumerate(zip(want.shape, got.shape)):
                 if isinstance(g, int) and w != g:
                     raise SignatureMismatchError(
-                        f"{source}: {side[:-1]} {want.name!r} axis {axis} is {w} in the manifest "
-                        f"but {g} in the graph"
+                        f"{source}: {side[:-1]} {want.name!r} axis {axis} is {w} in the manifest but {g} in the graph"
                     )

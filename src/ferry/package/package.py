@@ -166,8 +166,7 @@ def save(
             size_threshold=1024,
         )
         files = {
-            f.name: FileEntry(sha256=checks.sha256_of(f), size=f.stat().st_size)
-            for f in sorted(staging.iterdir())
+            f.name: FileEntry(sha256=checks.sha256_of(f), size=f.stat().st_size) for f in sorted(staging.iterdir())
         }
         manifest = Manifest(
             name=name or path.name,

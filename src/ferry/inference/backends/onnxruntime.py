@@ -110,9 +110,7 @@ class OrtBackend:
             so.intra_op_num_threads = config.cpu_threads
             so.inter_op_num_threads = 1
         so.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if config.ir_optim
-            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if config.ir_optim else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         )
         so.enable_mem_pattern = config.memory_optim
         so.enable_mem_reuse = config.memory_optim

@@ -163,7 +163,7 @@ def save(
             save_as_external_data=big,
             all_tensors_to_one_file=True,
             location=DATA_NAME,
-            size_threshold=1024,
+            size_threshold=0 if external_data else 1024,
         )
         files = {
             f.name: FileEntry(sha256=checks.sha256_of(f), size=f.stat().st_size) for f in sorted(staging.iterdir())

@@ -1,0 +1,90 @@
+"""Small real models, built here with onnx.helper (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ferry
+
+RNG = np.random.default_rng(0)
+W1 = RNG.standard_normal((4, 8)).astype(np.float32)
+B1 = RNG.standard_normal(8).astype(np.float32)
+W2 = RNG.standard_normal((8, 3)).astype(np.float32)
+
+
+def mlp_reference(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x @ W1 + B1, 0) @ W2
+
+
+def make_mlp(opset: int = 17, extra_output: bool = False, dropout: bool = False) -> onnx.ModelProto:
+    """x[batch,4] -> MatMul+Add -> Relu -> MatMul -> y[batch,3]; optional side output and Dropout."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h0"], name="mm1"),
+        helper.make_node("Add", ["h0", "B1"], ["h1"], name="add1"),
+        helper.make_node("Relu", ["h1"], ["h2"], name="relu"),
+    ]
+    hidden = "h2"
+    if dropout:
+        nodes.append(helper.make_node("Dropout", ["h2"], ["h3"], name="drop"))
+        hidden = "h3"
+    nodes.append(helper.make_node("MatMul", [hidden, "W2"], ["y"], name="mm2"))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])]
+    if extra_output:
+        nodes.append(helper.make_node("Sigmoid", ["z_in"], ["z"], name="side"))
+        inputs.append(helper.make_tensor_value_info("z_in", TensorProto.FLOAT, ["batch", 2]))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 2]))
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        inputs,
+        outputs,
+        initializer=[
+            numpy_helper.from_array(W1, "W1"),
+            numpy_helper.from_array(B1, "B1"),
+            numpy_helper.from_array(W2, "W2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model
+
+
+def make_two_input() -> onnx.ModelProto:
+    """ids[batch,seq] int64, mask[batch,seq] float32 -> out = ids * mask (float) and an image input [batch,3,4,4]."""
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["idsf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["idsf", "mask"], ["out"]),
+        helper.make_node("ReduceMean", ["img"], ["pooled"], keepdims=0, axes=[2, 3]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two",
+        [
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", "seq"]),
+            helper.make_tensor_value_info("img", TensorProto.FLOAT, ["batch", 3, 4, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq"]),
+            helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 3]),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.fixture
+def mlp_package(tmp_path: Path) -> ferry.ModelPackage:
+    return ferry.save(make_mlp(), tmp_path / "mlp", name="mlp")
+
+
+@pytest.fixture
+def mlp_onnx(tmp_path: Path) -> Path:
+    path = tmp_path / "mlp.onnx"
+    onnx.save(make_mlp(), str(path))
+    return path

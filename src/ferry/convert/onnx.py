@@ -52,7 +52,7 @@ def convert_onnx(
         # Run the untouched file and the package on the same inputs: pruning must not change a thing.
         from ferry.inference import Config, create_predictor
 
-        feeds = example_inputs or random_feeds(package.signature)
+        feeds = example_inputs or random_feeds(original.signature)
         config = Config(original)
         config.set_backend("onnxruntime")
         try:
@@ -60,5 +60,6 @@ def convert_onnx(
         except Exception as exc:
             raise ConversionError(f"{source}: the original model did not run for the check: {exc}") from exc
         names = package.signature.output_names
-        report = check_package(package, feeds, [src[n] for n in names], atol, rtol)
+        kept = {n: feeds[n] for n in package.signature.input_names}
+        report = check_package(package, kept, [src[n] for n in names], atol, rtol)
     return Conversion(package, "onnx", report)

@@ -78,6 +78,10 @@ def convert_paddle(
         except Exception as exc:
             raise ConversionError(f"{program}: paddle2onnx failed: {exc}") from exc
     _drop_unused_initializers(model)
+    paddle_predictor = _paddle_predictor(program, params)
+    if paddle_predictor is not None:
+        _keep_paddle_names(model, paddle_predictor.get_output_names())
+    package_fields["dim_names"] = {**_batch_dims(model), **package_fields.get("dim_names", {})}
     provenance = Provenance(
         framework="paddlepaddle",
         framework_version=version_of("paddlepaddle"),
@@ -87,23 +91,43 @@ def convert_paddle(
     package_fields.setdefault("name", program.parent.name if program.stem == "inference" else program.stem)
     package = save(model, path, provenance=provenance, **package_fields)
     report = None
-    if check:
-        try:
-            import paddle.inference as paddle_infer
-        except ImportError:
-            log.warning("paddlepaddle is not installed: skipping the parity check")
-        else:
-            feeds = example_inputs or random_feeds(package.signature)
-            expected = _run_paddle(paddle_infer, program, params, feeds, package.signature.output_names)
-            report = check_package(package, feeds, expected, atol, rtol)
+    if check and paddle_predictor is None:
+        log.warning("paddlepaddle is not installed: skipping the parity check")
+    elif check:
+        feeds = example_inputs or random_feeds(package.signature)
+        expected = _run_paddle(paddle_predictor, program, feeds, package.signature.output_names)
+        report = check_package(package, feeds, expected, atol, rtol)
     return Conversion(package, "paddle2onnx", report)
 
 
-def _run_paddle(paddle_infer, program: Path, params: Path, feeds: dict[str, np.ndarray], names: list[str]):
+def _paddle_predictor(program: Path, params: Path) -> Any:
+    """Paddle Inference's own predictor, for names and the parity check; None without paddlepaddle."""
+    try:
+        import paddle.inference as paddle_infer
+    except ImportError:
+        return None
     config = paddle_infer.Config(str(program), str(params))
     config.disable_gpu()
     config.disable_glog_info()
-    predictor = paddle_infer.create_predictor(config)
+    return paddle_infer.create_predictor(config)
+
+
+def _keep_paddle_names(model: onnx.ModelProto, fetch_names: list[str]) -> None:
+    """paddle2onnx renames legacy fetch targets to `fetch_name_N`; give them Paddle's names back."""
+    outputs = [o.name for o in model.graph.output]
+    if len(outputs) != len(fetch_names) or outputs == fetch_names:
+        return
+    rename = dict(zip(outputs, fetch_names))
+    for node in model.graph.node:
+        for i, name in enumerate(node.output):
+            node.output[i] = rename.get(name, name)
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+    for value in [*model.graph.output, *model.graph.value_info]:
+        value.name = rename.get(value.name, value.name)
+
+
+def _run_paddle(predictor: Any, program: Path, feeds: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
     for name in predictor.get_input_names():
         if name not in feeds:
             raise ConversionError(f"{program}: Paddle input {name!r} has no example input")
@@ -113,6 +137,16 @@ def _run_paddle(paddle_infer, program: Path, params: Path, feeds: dict[str, np.n
     if paddle_names != names:
         raise ConversionError(f"{program}: Paddle outputs {paddle_names} but the package has {names}")
     return [predictor.get_output_handle(n).copy_to_cpu() for n in paddle_names]
+
+
+def _batch_dims(model: onnx.ModelProto) -> dict[str, str]:
+    """paddle2onnx calls a leading -1 `DynamicDimension.N`; ferry calls it `batch`."""
+    names = {}
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].dim_param.startswith("DynamicDimension"):
+            names[f"{value.name}:0"] = "batch"
+    return names
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:

@@ -37,7 +37,7 @@ def inspect(package: Path, as_json: bool, dims: tuple[str, ...]) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(f"[bold]{info['name']}[/bold] version {info['version']}  ({info['path']})")
     sig = Table("", "name", "dtype", "shape", "description", title="signature")
     for side in ("inputs", "outputs"):

@@ -1,0 +1,181 @@
+"""The `ferry` command: each subcommand end to end, one-line errors, resumable predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from conftest import make_mlp, mlp_reference
+
+import ferry
+from ferry.batch import BatchJob, read_inputs, run_job
+from ferry.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ferry", *args], capture_output=True, text=True)
+
+
+def test_demo_predict_classifies_the_bundled_digits():
+    result = run_cli("predict", "--demo")
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if "correct" in x)
+    correct, total = (int(v) for v in line.split()[0].split("/"))
+    assert total == 20
+    assert correct >= 18  # the CNN scores 98% on held-out digits
+
+
+def test_convert_inspect_predict_round_trip(tmp_path, capsys):
+    src = tmp_path / "mlp.onnx"
+    onnx.save(make_mlp(extra_output=True), str(src))
+    pkg = tmp_path / "pkg"
+    assert main(["convert", str(src), "-o", str(pkg), "--outputs", "y", "--name", "tiny", "--dim", "batch=n"]) == 0
+    out = capsys.readouterr().out
+    assert "parity check of 'tiny'" in out
+
+    assert main(["inspect", str(pkg), "--json", "--dim", "n=2"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["name"] == "tiny"
+    assert info["parameters"] == 4 * 8 + 8 + 8 * 3
+    assert info["ops"] == {"MatMul": 2, "Add": 1, "Relu": 1}
+    assert info["flops_estimate"] == 2 * (2 * 4 * 8) + 2 * (2 * 8 * 3) + 2 * 8 * 2  # matmuls + add + relu
+    assert info["signature"]["inputs"][0]["shape"] == ["n", 4]
+
+    assert main(["inspect", str(pkg)]) == 0
+    assert "parameters 64" in capsys.readouterr().out
+
+    x = np.random.default_rng(0).standard_normal((70, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out_path = tmp_path / "out.npz"
+    assert main(["predict", str(pkg), str(tmp_path / "x.npy"), "-o", str(out_path), "--batch-size", "16"]) == 0
+    with np.load(out_path) as data:
+        np.testing.assert_allclose(data["y"], mlp_reference(x), rtol=1e-5, atol=1e-5)
+    assert not (tmp_path / "out.npz.partial").exists()
+
+
+@pytest.mark.parametrize("kind", ["npz", "json", "jsonl", "csv"])
+def test_predict_reads_every_input_format(tmp_path, mlp_package, kind):
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    path = tmp_path / f"in.{kind}"
+    if kind == "npz":
+        np.savez(path, x=x)
+    elif kind == "json":
+        path.write_text(json.dumps([{"x": row.tolist()} for row in x]))
+    elif kind == "jsonl":
+        path.write_text("\n".join(json.dumps(row.tolist()) for row in x))
+    else:
+        path.write_text("a,b,c,d\n" + "\n".join(",".join(repr(float(v)) for v in row) for row in x))
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(mlp_package.root), str(path), "-o", str(out), "--backend", "onnxruntime"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 5
+    got = np.array([r["outputs"]["y"] for r in records], np.float32)
+    np.testing.assert_allclose(got, mlp_reference(x), rtol=1e-4, atol=1e-4)
+
+
+def test_predict_images_through_preprocessing_to_jsonl(tmp_path):
+    from ferry.cli._options import DEMO_ROOT
+
+    out = tmp_path / "digits.jsonl"
+    samples = DEMO_ROOT / "samples"
+    assert main(["predict", str(DEMO_ROOT / "digits"), str(samples), "-o", str(out), "--batch-size", "4"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 20
+    assert all(len(r["top"]) == 3 for r in records)
+    right = sum(r["top"][0]["label"] == r["sample"][0] for r in records)
+    assert right >= 18
+
+
+def test_errors_are_one_line_and_exit_nonzero(tmp_path, mlp_package):
+    np.save(tmp_path / "bad.npy", np.ones((3, 4), np.float64))
+    result = run_cli("predict", str(mlp_package.root), str(tmp_path / "bad.npy"))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1] == (
+        "error: model 'mlp', input 'x': expected dtype float32, got float64 "
+        "(ferry never casts silently; convert with .astype(np.float32))"
+    )
+    assert sum(line.startswith("error:") for line in lines) == 1
+    assert "Traceback" not in result.stderr
+
+    (mlp_package.root / "model.onnx").write_bytes(b"tampered")
+    result = run_cli("inspect", str(mlp_package.root))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "size is 8 bytes" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_predict_resumes_after_an_interruption(tmp_path, mlp_package):
+    x = np.random.default_rng(2).standard_normal((50, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out.npz"
+    predictor = ferry.create_predictor(ferry.Config(mlp_package))
+    calls = []
+    real_predict = predictor.predict
+
+    def counting(feeds, outputs=None):
+        calls.append(len(feeds["x"]))
+        return real_predict(feeds, outputs)
+
+    predictor.predict = counting
+    samples = read_inputs([tmp_path / "x.npy"], mlp_package)
+
+    def interrupt(index: int) -> None:
+        if index == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(BatchJob(predictor, samples, 10, out), on_batch=interrupt)
+    assert not out.exists()  # nothing half-written in place of the result
+    assert len(list((tmp_path / "out.npz.partial").glob("batch-*.npz"))) == 3
+    calls.clear()
+    run_job(BatchJob(predictor, samples, 10, out))
+    assert calls == [10, 10]  # only batches 3 and 4 ran again
+    with np.load(out) as data:
+        np.testing.assert_allclose(data["y"], mlp_reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_resume_is_not_fooled_by_different_inputs(tmp_path, mlp_package):
+    out = tmp_path / "out.npz"
+    predictor = ferry.create_predictor(ferry.Config(mlp_package))
+    np.save(tmp_path / "a.npy", np.ones((20, 4), np.float32))
+    samples = read_inputs([tmp_path / "a.npy"], mlp_package)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(BatchJob(predictor, samples, 10, out), on_batch=lambda i: (_ for _ in ()).throw(KeyboardInterrupt))
+    # A different batch size means different batches: the partial results must not be reused.
+    run_job(BatchJob(predictor, samples, 7, out))
+    with np.load(out) as data:
+        assert data["y"].shape == (20, 3)
+
+
+def test_bench_measures_writes_html_and_tunes(tmp_path, mlp_package, capsys):
+    html = tmp_path / "report.html"
+    args = ["bench", str(mlp_package.root), "--batch", "1,4", "--threads", "1", "--runs", "5", "--warmup", "1"]
+    assert main([*args, "--min-seconds", "0", "--html", str(html), "--tune"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime" in out and "openvino" in out
+    page = html.read_text()
+    assert page.count("<svg") == 2 and "p99 ms" in page
+    record = ferry.load(mlp_package.root).manifest.tuning["fp32"]
+    assert set(record["fastest"]) == {"1", "4"}
+    assert set(record["fastest"].values()) <= {"onnxruntime", "openvino"}
+    assert len(record["measured"]) == 4
+    config = ferry.Config(mlp_package.root)
+    predictor = ferry.create_predictor(config)  # backend auto reads the record
+    assert any(name in predictor.backend for name in record["fastest"].values())
+
+
+def test_bench_unknown_backend(mlp_package):
+    result = run_cli("bench", str(mlp_package.root), "--backend", "tensorrt")
+    assert result.returncode == 1
+    assert "not installed" in result.stderr
+
+
+def test_usage_errors(tmp_path):
+    result = run_cli("predict")
+    assert result.returncode == 2
+    assert "give a package" in result.stderr

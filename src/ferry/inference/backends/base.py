@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,7 +61,28 @@ def aggregate(rows: list[tuple[str, float]]) -> list[OpTime]:
     return sorted((OpTime(op, int(n), t) for op, (n, t) in totals.items()), key=lambda r: -r.total_ms)
 
 
-def probe_max_opset(accepts) -> int:
+class EngineBackend:
+    """What the engine modules share: found by import name, and an opset limit learned by probing."""
+
+    name = ""
+    module = ""  # the engine's import name
+
+    def available(self) -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec(self.module) is not None
+
+    def accepts(self, model: bytes) -> bool:
+        """Whether the engine loads this serialized model."""
+        raise NotImplementedError
+
+    def max_opset(self) -> int:
+        if not hasattr(self, "_max_opset"):
+            self._max_opset = probe_max_opset(self.accepts)
+        return self._max_opset
+
+
+def probe_max_opset(accepts: Callable[[bytes], bool]) -> int:
     """Highest default-domain opset for which `accepts(model_bytes)` is True (tries newest first)."""
     import onnx
     from onnx import helper

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ferry.errors import BackendError, BackendUnavailableError, ConfigError, UnsupportedModelError
-from ferry.inference.backends.base import OpTime, aggregate, probe_max_opset
+from ferry.inference.backends.base import EngineBackend, OpTime, aggregate
 
 if TYPE_CHECKING:
     from ferry.inference.config import Config
@@ -79,28 +79,18 @@ def _version() -> str:
     return ort.__version__
 
 
-class OrtBackend:
+class OrtBackend(EngineBackend):
     name = "onnxruntime"
+    module = "onnxruntime"
 
-    def available(self) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    @cache  # noqa: B019 - one backend object per process; the answer never changes
-    def max_opset(self) -> int:
+    def accepts(self, model: bytes) -> bool:
         import onnxruntime as ort
 
-        def accepts(model: bytes) -> bool:
-            try:
-                ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-            except Exception:
-                return False
-            return True
-
-        return probe_max_opset(accepts)
+        try:
+            ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        except Exception:
+            return False
+        return True
 
     def create(self, config: Config) -> OrtSession:
         import onnxruntime as ort

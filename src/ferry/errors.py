@@ -12,6 +12,11 @@ The tree::
     ├── ConversionError             a converter failed, or its numeric check did not pass
     │   └── ParityError             converted outputs differ from the source beyond tolerance
     ├── InputError                  inputs do not match the signature (name, dtype, rank, dimension)
+    │   └── RequestError            a malformed request to the server (JSON, protobuf, binary sizes)
+    ├── ServingError                the server cannot answer this request now
+    │   ├── ModelNotFoundError      no such model or version                                   (404)
+    │   ├── UnavailableError        not ready, unloading, or the queue is full                 (503)
+    │   └── DeadlineError           the request waited past its timeout                        (504)
     ├── ConfigError                 an invalid or contradictory Config
     │   └── BackendUnavailableError the backend or provider asked for is not installed
     └── BackendError                the engine failed while loading or running a valid model
@@ -63,6 +68,26 @@ class InputError(FerryError):
     """Inputs given to a predictor do not match the model's signature."""
 
 
+class RequestError(InputError):
+    """A request to the server is malformed: bad JSON or protobuf, sizes that do not match the data."""
+
+
+class ServingError(FerryError):
+    """The server cannot answer this request now."""
+
+
+class ModelNotFoundError(ServingError):
+    """No model or version of that name is loaded."""
+
+
+class UnavailableError(ServingError):
+    """The model is not ready, is unloading, or its queue is full; retry later."""
+
+
+class DeadlineError(ServingError):
+    """The request waited in the queue past its timeout and was dropped unrun."""
+
+
 class ConfigError(FerryError):
     """A Config option is invalid or contradicts another."""
 
@@ -81,12 +106,17 @@ __all__ = [
     "ChecksumError",
     "ConfigError",
     "ConversionError",
+    "DeadlineError",
     "FerryError",
     "InputError",
     "ManifestError",
+    "ModelNotFoundError",
     "PackageError",
     "ParityError",
+    "RequestError",
+    "ServingError",
     "SignatureMismatchError",
+    "UnavailableError",
     "UnsafePathError",
     "UnsupportedModelError",
 ]

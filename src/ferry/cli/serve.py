@@ -1,0 +1,68 @@
+"""`ferry serve PATH` (a package or a model repository), and `ferry serve --demo`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import click
+
+from ferry.cli._options import DEMO_ROOT
+
+
+@click.command()
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--demo", is_flag=True, help="Serve the bundled digits model.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True, help="0 turns gRPC off.")
+@click.option("--model-control", type=click.Choice(["none", "explicit"]), default="none", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Engine threads per model.")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-delay-ms", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--timeout-ms", type=click.FloatRange(min=0), default=None, help="Drop requests queued longer (504).")
+@click.option("--api-key", default=None, help="Require this key (Authorization: Bearer KEY, or X-API-Key).")
+@click.option("--api-key-file", type=click.Path(exists=True, path_type=Path), help="Read the key from a file.")
+@click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True)
+@click.option("--grace-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True)
+def serve(path, demo, host, http_port, grpc_port, model_control, backend, threads, max_batch_size, batch_delay_ms,
+          max_queue, timeout_ms, api_key, api_key_file, max_body_mb, grace_seconds) -> None:  # fmt: skip
+    """Serve models over the Open Inference Protocol (HTTP/REST and gRPC)."""
+    from ferry.serving.batching import BatchPolicy
+    from ferry.serving.server import ServeOptions
+    from ferry.serving.server import serve as run
+    from ferry.serving.service import Settings
+
+    if demo:
+        path = DEMO_ROOT / "digits"
+    if path is None:
+        raise click.UsageError("give a package or a model repository folder (or --demo)")
+    if api_key_file is not None:
+        api_key = api_key_file.read_text(encoding="utf-8").strip()
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    settings = Settings(
+        api_key=api_key,
+        max_body_bytes=int(max_body_mb * (1 << 20)),
+        model_control=model_control,
+        admin_open=loopback,  # load/unload from other hosts always needs the key
+    )
+    if not loopback and model_control == "explicit" and api_key is None:
+        raise click.UsageError("--model-control explicit on a non-loopback host needs --api-key")
+    options = ServeOptions(
+        path=path,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port or None,
+        backend=backend,
+        threads=threads,
+        policy=BatchPolicy(max_batch_size, batch_delay_ms, (), max_queue, timeout_ms),
+        settings=settings,
+        grace_seconds=grace_seconds,
+    )
+    logging.getLogger("ferry.serve").setLevel(
+        logging.INFO if logging.getLogger().level <= logging.INFO else logging.WARNING
+    )
+    asyncio.run(run(options))

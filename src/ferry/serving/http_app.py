@@ -1,0 +1,175 @@
+"""The Open Inference Protocol over HTTP/REST, as a Starlette app.
+
+Handlers parse and validate, then hand over to `Service.infer`; errors become `{"error": "..."}` with the
+status their class implies (400, 404, 503 with Retry-After, 504; 500 only for true faults).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ferry.errors import (
+    ConfigError,
+    DeadlineError,
+    FerryError,
+    InputError,
+    ModelNotFoundError,
+    RequestError,
+    UnavailableError,
+)
+from ferry.serving.codec import decode_rest, encode_rest
+from ferry.serving.metrics import CONTENT_TYPE
+from ferry.serving.service import Service
+
+log = logging.getLogger("ferry.serve")
+HEADER_LENGTH = "inference-header-content-length"
+_STATUS = [
+    (InputError, 400),
+    (ConfigError, 400),
+    (ModelNotFoundError, 404),
+    (UnavailableError, 503),
+    (DeadlineError, 504),
+]
+
+
+class PayloadTooLarge(RequestError):
+    pass
+
+
+def error_response(exc: BaseException) -> Response:
+    if isinstance(exc, PayloadTooLarge):
+        return JSONResponse({"error": str(exc)}, status_code=413)
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            headers = {"Retry-After": "1"} if status == 503 else None
+            return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+    if isinstance(exc, FerryError):
+        log.error("internal error: %s", exc)
+        return JSONResponse({"error": f"internal error: {exc}"}, status_code=500)
+    log.exception("unexpected error")
+    return JSONResponse({"error": "internal error"}, status_code=500)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(service: Service) -> Starlette:
+    settings = service.settings
+
+    def guarded(handler, admin: bool = False, open_: bool = False):
+        async def endpoint(request: Request) -> Response:
+            if not open_:
+                presented = request.headers.get("x-api-key")
+                auth = request.headers.get("authorization", "")
+                if auth.lower().startswith("bearer "):
+                    presented = auth[7:].strip()
+                if not service.authorized(presented, admin):
+                    return JSONResponse({"error": "missing or wrong API key"}, status_code=401)
+            try:
+                return await handler(request)
+            except ClientDisconnect:
+                return Response(status_code=499)
+            except Exception as exc:
+                return error_response(exc)
+
+        return endpoint
+
+    async def live(_: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(_: Request) -> Response:
+        ok = service.registry.ready()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    async def server_metadata(_: Request) -> Response:
+        return JSONResponse(service.server_metadata())
+
+    async def model_metadata(request: Request) -> Response:
+        p = request.path_params
+        return JSONResponse(service.model_metadata(p["model"], p.get("version")))
+
+    async def model_ready(request: Request) -> Response:
+        p = request.path_params
+        ok = service.model_ready(p["model"], p.get("version"))
+        return JSONResponse({"name": p["model"], "ready": ok}, status_code=200 if ok else 400)
+
+    async def infer(request: Request) -> Response:
+        p = request.path_params
+        body = await read_body(request, settings.max_body_bytes)
+        header_length = request.headers.get(HEADER_LENGTH)
+        if header_length is not None and not header_length.strip().isdigit():
+            raise RequestError(f"Inference-Header-Content-Length must be a number, got {header_length!r}")
+        req = decode_rest(body, int(header_length) if header_length is not None else None)
+        served, results = await service.infer(p["model"], p.get("version"), req, "http")
+        payload, json_length = encode_rest(req, results, served.name, served.version)
+        headers = {"x-ferry-model-version": served.version}
+        if json_length is None:
+            return Response(payload, media_type="application/json", headers=headers)
+        headers[HEADER_LENGTH] = str(json_length)
+        return Response(payload, media_type="application/octet-stream", headers=headers)
+
+    async def repository_index(request: Request) -> Response:
+        body = await read_body(request, settings.max_body_bytes)
+        only_ready = bool(_json_or_empty(body).get("ready", False))
+        rows = [r for r in service.registry.index() if not only_ready or r["state"] == "READY"]
+        return JSONResponse(rows)
+
+    async def repository_load(request: Request) -> Response:
+        service.check_control()
+        service.registry.load(request.path_params["model"])
+        return JSONResponse({})
+
+    async def repository_unload(request: Request) -> Response:
+        service.check_control()
+        service.registry.unload(request.path_params["model"])
+        return JSONResponse({})
+
+    async def metrics(_: Request) -> Response:
+        service.refresh_gauges()
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    model = "/v2/models/{model}"
+    versioned = "/v2/models/{model}/versions/{version}"
+    routes = [
+        Route("/v2/health/live", guarded(live, open_=True)),
+        Route("/v2/health/ready", guarded(ready, open_=True)),
+        Route("/v2", guarded(server_metadata)),
+        Route(model, guarded(model_metadata)),
+        Route(versioned, guarded(model_metadata)),
+        Route(model + "/ready", guarded(model_ready)),
+        Route(versioned + "/ready", guarded(model_ready)),
+        Route(model + "/infer", guarded(infer), methods=["POST"]),
+        Route(versioned + "/infer", guarded(infer), methods=["POST"]),
+        Route("/v2/repository/index", guarded(repository_index), methods=["POST"]),
+        Route("/v2/repository/models/{model}/load", guarded(repository_load, admin=True), methods=["POST"]),
+        Route("/v2/repository/models/{model}/unload", guarded(repository_unload, admin=True), methods=["POST"]),
+        Route("/metrics", guarded(metrics)),
+    ]
+    return Starlette(routes=routes)
+
+
+def _json_or_empty(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        doc = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from None
+    return doc if isinstance(doc, dict) else {}

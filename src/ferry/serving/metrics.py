@@ -1,0 +1,43 @@
+"""Prometheus metrics, one registry per server so that tests can run several servers in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "ferry_requests", "Inference requests by outcome", ["model", "version", "protocol", "outcome"], registry=r
+        )
+        self.latency = Histogram(
+            "ferry_request_seconds",
+            "Time per request, by phase: queue (waiting to run), compute (the batch's run), total",
+            ["model", "version", "phase"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "ferry_batch_rows",
+            "Rows per engine run after dynamic batching",
+            ["model", "version"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.queue_depth = Gauge("ferry_queue_depth", "Requests waiting", ["model", "version"], registry=r)
+        self.in_flight = Gauge("ferry_in_flight_requests", "Requests being handled", registry=r)
+        self.models_loaded = Gauge("ferry_models_loaded", "Model versions loaded and serving", registry=r)
+
+    def on_batch(self, model: str, version: str, rows: int, seconds: float, waits: list[float]) -> None:
+        self.batch_size.labels(model, version).observe(rows)
+        self.latency.labels(model, version, "compute").observe(seconds)
+        for wait in waits:
+            self.latency.labels(model, version, "queue").observe(wait)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

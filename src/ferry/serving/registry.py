@@ -1,0 +1,190 @@
+"""The loaded models: load, unload, look up, and the truth behind /ready and the repository index."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import ferry
+from ferry.errors import FerryError, InputError, ModelNotFoundError, UnavailableError
+from ferry.inference.validate import InputChecker
+from ferry.serving.batching import Batcher, BatchPolicy
+from ferry.serving.codec import InferRequest
+from ferry.serving.repository import ModelSpec, discover, is_package, read_model
+
+log = logging.getLogger("ferry.serve")
+
+
+@dataclass
+class ServedModel:
+    name: str
+    version: str
+    package: ferry.ModelPackage
+    predictor: ferry.Predictor
+    batcher: Batcher
+    checker: InputChecker
+    outputs: list[str]
+
+    def check(self, request: InferRequest) -> list[str]:
+        """Validate before queueing: inputs against the signature, requested outputs against the model."""
+        self.checker.check(request.inputs)
+        if request.outputs is None:
+            return self.outputs
+        unknown = [o for o in request.outputs if o not in self.outputs]
+        if unknown:
+            raise InputError(f"model {self.name!r} has no output(s) {unknown}; outputs: {self.outputs}")
+        return request.outputs
+
+    async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
+        return await self.batcher.submit(request.inputs, self.check(request))
+
+
+def _batchable(package: ferry.ModelPackage) -> bool:
+    """Merging requests needs a dynamic axis 0 shared by every input and output."""
+    sig = package.signature
+    firsts = {spec.shape[0] if spec.shape else None for spec in [*sig.inputs, *sig.outputs]}
+    return len(firsts) == 1 and isinstance(next(iter(firsts)), str)
+
+
+class Registry:
+    def __init__(
+        self,
+        root: Path,
+        defaults: BatchPolicy,
+        backend: str = "auto",
+        threads: int | None = None,
+        on_batch: Callable | None = None,
+    ):
+        self.root = Path(root)
+        self._defaults, self._backend, self._threads = defaults, backend, threads
+        self.specs = {s.name: s for s in discover(self.root, defaults, backend, threads)}
+        self._models: dict[str, dict[str, ServedModel]] = {}
+        self._states: dict[tuple[str, str], tuple[str, str]] = {}
+        self._lock = threading.Lock()
+        self._on_batch = on_batch
+
+    # --- loading ------------------------------------------------------------------------------------
+
+    def load_all(self) -> None:
+        for name in list(self.specs):
+            self.load(name)
+
+    def _spec_for(self, name: str) -> ModelSpec:
+        """In a repository, re-read the model's folder: load picks up new versions and config changes."""
+        if is_package(self.root):
+            if name not in self.specs:
+                raise ModelNotFoundError(f"unknown model {name!r}; this server holds {sorted(self.specs)}")
+            return self.specs[name]
+        folder = self.root / name
+        spec = read_model(folder, self._defaults, self._backend, self._threads) if folder.is_dir() else None
+        if spec is None:
+            raise ModelNotFoundError(f"no model {name!r} in the repository {self.root}")
+        self.specs[name] = spec
+        return spec
+
+    def load(self, name: str) -> None:
+        """Load every version the policy selects; a version that fails keeps the working one in place."""
+        spec = self._spec_for(name)
+        loaded: dict[str, ServedModel] = {}
+        for version, path in spec.versions.items():
+            try:
+                loaded[version] = self._load_version(spec, version, path)
+                self._states[(name, version)] = ("READY", "")
+                log.info("loaded %s version %s from %s on %s", name, version, path, loaded[version].predictor.backend)
+            except FerryError as exc:
+                self._states[(name, version)] = ("UNAVAILABLE", str(exc))
+                log.error("could not load %s version %s: %s", name, version, exc)
+        with self._lock:
+            old = self._models.get(name, {})
+            merged = dict(loaded)
+            for version in spec.versions:
+                if version not in loaded and version in old:
+                    merged[version] = old[version]  # a failed reload leaves the working version serving
+                    self._states[(name, version)] = ("READY", self._states[(name, version)][1])
+            self._models[name] = merged
+        for version, model in old.items():
+            if merged.get(version) is not model:
+                model.batcher.close(drain=True)  # requests already queued finish on the old one
+                if version not in merged:
+                    self._states[(name, version)] = ("UNAVAILABLE", "unloaded: no longer selected")
+
+    def _load_version(self, spec: ModelSpec, version: str, path: Path) -> ServedModel:
+        package = ferry.load(path)
+        config = ferry.Config(package)
+        config.set_backend(spec.backend)
+        if spec.threads:
+            config.set_cpu_threads(int(spec.threads))
+        predictor = ferry.create_predictor(config)
+        outputs = package.signature.output_names
+
+        def run(inputs: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+            return predictor.predict(inputs, names)
+
+        def on_batch(rows: int, seconds: float, waits: list[float]) -> None:
+            if self._on_batch:
+                self._on_batch(spec.name, version, rows, seconds, waits)
+
+        batcher = Batcher(run, spec.policy, _batchable(package), f"{spec.name}-{version}", on_batch)
+        checker = InputChecker(spec.name, package.signature)
+        return ServedModel(spec.name, version, package, predictor, batcher, checker, outputs)
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            models = self._models.pop(name, None)
+        if models is None:
+            raise ModelNotFoundError(f"model {name!r} is not loaded")
+        for version, model in models.items():
+            self._states[(name, version)] = ("UNAVAILABLE", "unloaded")
+            model.batcher.close(drain=True)
+
+    def close(self) -> None:
+        for name in list(self._models):
+            self.unload(name)
+
+    # --- lookup -------------------------------------------------------------------------------------
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        versions = self._models.get(name)
+        if not versions:
+            state = [s for (n, _), s in self._states.items() if n == name]
+            if state:
+                raise UnavailableError(f"model {name!r} is not ready: {state[-1][1] or state[-1][0]}")
+            raise ModelNotFoundError(f"unknown model {name!r}; serving {sorted(self._models)}")
+        if version is None or version == "":
+            return versions[max(versions, key=int)]
+        try:
+            return versions[version]
+        except KeyError:
+            raise ModelNotFoundError(f"model {name!r} has no version {version!r}; loaded: {sorted(versions)}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def ready(self) -> bool:
+        """Every configured model has every selected version loaded."""
+        return all(
+            self._models.get(name, {}).keys() >= spec.versions.keys() for name, spec in self.specs.items()
+        ) and bool(self.specs)
+
+    def index(self) -> list[dict[str, str]]:
+        rows = []
+        for (name, version), (state, reason) in sorted(self._states.items()):
+            rows.append({"name": name, "version": version, "state": state, "reason": reason})
+        return rows
+
+    def all_models(self) -> list[ServedModel]:
+        return [m for versions in list(self._models.values()) for m in versions.values()]
+
+    def wait_idle(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if all(m.batcher.idle for m in self.all_models()):
+                return True
+            time.sleep(0.01)
+        return False

@@ -1,0 +1,127 @@
+"""Running the servers: HTTP (uvicorn) and gRPC (grpc.aio) in one asyncio loop, with a graceful stop.
+
+On SIGTERM or SIGINT: stop accepting, let every request already received finish (up to the grace
+period), then exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import uvicorn
+
+from ferry.serving.batching import BatchPolicy
+from ferry.serving.grpc.service import GrpcService
+from ferry.serving.http_app import build_app
+from ferry.serving.registry import Registry
+from ferry.serving.service import Service, Settings
+
+log = logging.getLogger("ferry.serve")
+
+
+@dataclass
+class ServeOptions:
+    path: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int | None = 8001
+    backend: str = "auto"
+    threads: int | None = None
+    policy: BatchPolicy = field(default_factory=BatchPolicy)
+    settings: Settings = field(default_factory=Settings)
+    grace_seconds: float = 30.0
+
+
+def build_service(options: ServeOptions) -> Service:
+    service = Service(Registry(options.path, options.policy, options.backend, options.threads), options.settings)
+    service.registry._on_batch = service.metrics.on_batch
+    service.registry.load_all()
+    return service
+
+
+async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> None:
+    service = build_service(options)
+    config = uvicorn.Config(
+        build_app(service),
+        host=options.host,
+        port=options.http_port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=int(options.grace_seconds),
+        lifespan="off",
+    )
+    http = uvicorn.Server(config)
+    http.install_signal_handlers = lambda: None  # ours below stop both servers
+    grpc_server = None
+    if options.grpc_port is not None:
+        grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", options.settings.max_body_bytes)])
+        grpc_server.add_generic_rpc_handlers((GrpcService(service).handler(),))
+        grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
+        await grpc_server.start()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass  # not the main thread (tests run servers in threads)
+
+    http_task = asyncio.create_task(http.serve())
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.01)
+    if http_task.done():
+        await http_task  # it failed to start: raise why
+    _announce(options, service)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+
+    log.info("stopping: finishing requests in flight (grace %.0f s)", options.grace_seconds)
+    http.should_exit = True
+    if grpc_server is not None:
+        await grpc_server.stop(options.grace_seconds)
+    await http_task
+    await asyncio.to_thread(service.registry.close)
+    log.info("stopped")
+
+
+def _announce(options: ServeOptions, service: Service) -> None:
+    base = f"http://{options.host}:{options.http_port}"
+    for model in service.registry.all_models():
+        log.warning("serving %s version %s (%s)", model.name, model.version, model.predictor.backend)
+    for row in service.registry.index():
+        if row["state"] != "READY":
+            log.warning("not serving %s version %s: %s", row["name"], row["version"], row["reason"])
+    log.warning("HTTP  %s/v2  (metrics at %s/metrics)", base, base)
+    if options.grpc_port is not None:
+        log.warning("gRPC  %s:%d  (inference.GRPCInferenceService)", options.host, options.grpc_port)
+    models = service.registry.all_models()
+    if models:
+        m = models[0]
+        spec = m.package.signature.inputs[0]
+        shape = [1 if not isinstance(d, int) else d for d in spec.shape]
+        example = (
+            f"curl -s {base}/v2/models/{m.name}/infer -H 'Content-Type: application/json' -d "
+            f'\'{{"inputs":[{{"name":"{spec.name}","shape":{shape},"datatype":"{_oip(spec.dtype)}",'
+            f'"data":{[0] * _count(shape)}}}]}}\''
+        )
+        log.warning("try:  %s", example if _count(shape) <= 64 else f"curl -s {base}/v2/models/{m.name}")
+
+
+def _oip(dtype: str) -> str:
+    from ferry.serving.datatypes import from_ferry
+
+    return from_ferry(dtype)
+
+
+def _count(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

@@ -21,6 +21,7 @@ from ferry.errors import (
     FerryError,
     InputError,
     ModelNotFoundError,
+    PackageError,
     RequestError,
     UnavailableError,
 )
@@ -33,6 +34,7 @@ HEADER_LENGTH = "inference-header-content-length"
 _STATUS = [
     (InputError, 400),
     (ConfigError, 400),
+    (PackageError, 400),  # asked to load a package that does not verify
     (ModelNotFoundError, 404),
     (UnavailableError, 503),
     (DeadlineError, 504),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import ferry
-from ferry.errors import FerryError, InputError, ModelNotFoundError, UnavailableError
+from ferry.errors import FerryError, InputError, ModelNotFoundError, PackageError, UnavailableError
 from ferry.inference.validate import InputChecker
 from ferry.serving.batching import Batcher, BatchPolicy
 from ferry.serving.codec import InferRequest
@@ -72,8 +72,12 @@ class Registry:
     # --- loading ------------------------------------------------------------------------------------
 
     def load_all(self) -> None:
+        """Load every model; failures are logged and shown in the index, and the rest still serve."""
         for name in list(self.specs):
-            self.load(name)
+            try:
+                self.load(name)
+            except FerryError:
+                pass
 
     def _spec_for(self, name: str) -> ModelSpec:
         """In a repository, re-read the model's folder: load picks up new versions and config changes."""
@@ -92,6 +96,7 @@ class Registry:
         """Load every version the policy selects; a version that fails keeps the working one in place."""
         spec = self._spec_for(name)
         loaded: dict[str, ServedModel] = {}
+        failures: list[str] = []
         for version, path in spec.versions.items():
             try:
                 loaded[version] = self._load_version(spec, version, path)
@@ -99,20 +104,31 @@ class Registry:
                 log.info("loaded %s version %s from %s on %s", name, version, path, loaded[version].predictor.backend)
             except FerryError as exc:
                 self._states[(name, version)] = ("UNAVAILABLE", str(exc))
+                failures.append(f"version {version}: {exc}")
                 log.error("could not load %s version %s: %s", name, version, exc)
         with self._lock:
             old = self._models.get(name, {})
-            merged = dict(loaded)
+            # A version that fails to load never replaces a working one: with nothing new loaded, everything
+            # old stays; otherwise old versions stay where their own reload failed.
+            merged = dict(old) if not loaded else dict(loaded)
             for version in spec.versions:
                 if version not in loaded and version in old:
-                    merged[version] = old[version]  # a failed reload leaves the working version serving
-                    self._states[(name, version)] = ("READY", self._states[(name, version)][1])
+                    merged[version] = old[version]
+            for version in merged:
+                if merged[version] is old.get(version):
+                    self._states[(name, version)] = ("READY", "")
             self._models[name] = merged
         for version, model in old.items():
             if merged.get(version) is not model:
                 model.batcher.close(drain=True)  # requests already queued finish on the old one
                 if version not in merged:
                     self._states[(name, version)] = ("UNAVAILABLE", "unloaded: no longer selected")
+        if failures:
+            kept = sorted(merged)
+            raise PackageError(
+                f"model {name!r}: could not load {'; '.join(failures)}"
+                + (f" (still serving version(s) {kept})" if kept else "")
+            )
 
     def _load_version(self, spec: ModelSpec, version: str, path: Path) -> ServedModel:
         package = ferry.load(path)

@@ -22,6 +22,7 @@ from ferry.errors import (
     FerryError,
     InputError,
     ModelNotFoundError,
+    PackageError,
     RequestError,
     UnavailableError,
 )
@@ -48,6 +49,7 @@ _CONTENTS_FIELD = {
 _CODES = [
     (InputError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+    (PackageError, grpc.StatusCode.INVALID_ARGUMENT),
     (ModelNotFoundError, grpc.StatusCode.NOT_FOUND),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (DeadlineError, grpc.StatusCode.DEADLINE_EXCEEDED),

@@ -1,0 +1,121 @@
+"""A real `ferry serve` in a subprocess on free loopback ports, and models to serve."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import ferry
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    http_port: int
+    grpc_port: int
+
+    @property
+    def http(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.http}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.process.stderr.read().decode() if self.process.stderr else ""
+
+
+@contextlib.contextmanager
+def running_server(path: Path, *args: str, timeout: float = 60.0) -> Iterator[Server]:
+    http_port, grpc_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "ferry", "serve", str(path), "--http-port", str(http_port)]
+    cmd += ["--grpc-port", str(grpc_port), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+    server = Server(proc, http_port, grpc_port)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ferry serve exited with {proc.returncode}: {server.log()}")
+            try:
+                with urllib.request.urlopen(f"{server.url}/v2/health/live", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+W = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+
+
+def linear_model(scale: float = 1.0) -> onnx.ModelProto:
+    """y[batch,3] = x[batch,4] @ (W * scale): small, exact, and easy to check."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[numpy_helper.from_array(W * scale, "W")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def slow_model(rounds: int = 120, width: int = 1024) -> onnx.ModelProto:
+    """A model that takes tens of milliseconds per run (repeated large matmuls), for queue tests."""
+    rng = np.random.default_rng(1)
+    m = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+    nodes, prev = [], "x"
+    for i in range(rounds):
+        nodes.append(helper.make_node("MatMul", [prev, "M"], [f"h{i}"]))
+        prev = f"h{i}"
+    nodes.append(helper.make_node("ReduceSum", [prev, "axes"], ["y"], keepdims=0))
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+        initializer=[numpy_helper.from_array(m, "M"), numpy_helper.from_array(np.array([1], np.int64), "axes")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def make_repository(root: Path) -> Path:
+    """REPO/linear/{1,2} (version 2 doubles the weights) and REPO/slow/1."""
+    ferry.save(linear_model(1.0), root / "linear" / "1", name="linear", version="1")
+    ferry.save(linear_model(2.0), root / "linear" / "2", name="linear", version="2")
+    ferry.save(slow_model(), root / "slow" / "1", name="slow", version="1")
+    return root

@@ -1,0 +1,372 @@
+"""`ferry serve` end to end: a real server process, called with unmodified tritonclient (HTTP and gRPC)
+and raw HTTP. Batching, repository control, errors, limits, auth, queue policy and graceful stop."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ferry
+from serving_helpers import W, linear_model, make_repository, running_server
+
+tritonhttp = pytest.importorskip("tritonclient.http")
+tritongrpc = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+def post(server, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection(server.http, timeout=30)
+    conn.request("POST", path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, dict(resp.getheaders()), data
+
+
+def get(server, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(server.http, timeout=30)
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def infer_body(x: np.ndarray, name: str = "x", datatype: str = "FP32") -> bytes:
+    return json.dumps(
+        {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}]}
+    ).encode()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = make_repository(tmp_path_factory.mktemp("repo"))
+    (root / "linear" / "config.json").write_text(json.dumps({"version_policy": {"all": True}}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    with running_server(repo, "--batch-delay-ms", "20", "--max-batch-size", "16") as s:
+        yield s
+
+
+def x_batch(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 4)).astype(np.float32)
+
+
+# --- tritonclient, both protocols -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_http_infer(server, binary):
+    client = tritonhttp.InferenceServerClient(server.http)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("linear") and client.is_model_ready("linear", "1")
+    meta = client.get_model_metadata("linear")
+    assert meta["versions"] == ["1", "2"]
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    x = x_batch(5)
+    inp = tritonhttp.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    out = tritonhttp.InferRequestedOutput("y", binary_data=binary)
+    result = client.infer("linear", [inp], outputs=[out])
+    np.testing.assert_allclose(result.as_numpy("y"), x @ W * 2, rtol=1e-5)  # latest version: weights doubled
+    result = client.infer("linear", [inp], model_version="1", outputs=[out])
+    np.testing.assert_allclose(result.as_numpy("y"), x @ W, rtol=1e-5)
+    assert client.get_server_metadata()["name"] == "ferry"
+
+
+def test_tritonclient_grpc_infer(server):
+    client = tritongrpc.InferenceServerClient(server.grpc)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("linear", "2")
+    meta = client.get_model_metadata("linear", as_json=True)
+    assert meta["inputs"][0]["name"] == "x" and meta["inputs"][0]["shape"] == ["-1", "4"]
+    x = x_batch(3, seed=1)
+    inp = tritongrpc.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = client.infer("linear", [inp], model_version="1")
+    np.testing.assert_allclose(result.as_numpy("y"), x @ W, rtol=1e-5)
+    index = client.get_model_repository_index(as_json=True)["models"]
+    assert {(m["name"], m.get("version"), m.get("state")) for m in index} >= {
+        ("linear", "1", "READY"),
+        ("slow", "1", "READY"),
+    }
+
+
+def test_grpc_errors_have_the_right_codes(server):
+    client = tritongrpc.InferenceServerClient(server.grpc)
+    x = x_batch(1)
+    inp = tritongrpc.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("nope", [inp])
+    assert "NOT_FOUND" in str(err.value.status())
+    bad = tritongrpc.InferInput("x", [1, 4], "FP64")
+    bad.set_data_from_numpy(x.astype(np.float64))
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("linear", [bad])
+    assert "INVALID_ARGUMENT" in str(err.value.status())
+    assert "expected dtype float32, got float64" in err.value.message()
+
+
+# --- batching -------------------------------------------------------------------------------------
+
+
+def test_concurrent_requests_are_merged_and_split_back(server):
+    def metric(text: str, name: str) -> float:
+        pattern = rf'^{name}\{{model="linear",version="2"\}} ([0-9.e+]+)$'
+        found = re.search(pattern, text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    before = get(server, "/metrics")[1].decode()
+    inputs = [x_batch(1 + i % 3, seed=i) for i in range(16)]
+
+    def call(x: np.ndarray) -> np.ndarray:
+        client = tritonhttp.InferenceServerClient(server.http)
+        inp = tritonhttp.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        return client.infer("linear", [inp]).as_numpy("y")
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(call, inputs))
+    for x, y in zip(inputs, results):
+        np.testing.assert_allclose(y, x @ W * 2, rtol=1e-5)  # each caller gets its own rows back
+    after = get(server, "/metrics")[1].decode()
+    runs = metric(after, "ferry_batch_rows_count") - metric(before, "ferry_batch_rows_count")
+    rows = metric(after, "ferry_batch_rows_sum") - metric(before, "ferry_batch_rows_sum")
+    assert rows == sum(len(x) for x in inputs)
+    assert runs < len(inputs)  # requests really were merged into fewer engine runs
+
+
+# --- raw HTTP: errors and formats -----------------------------------------------------------------
+
+
+def test_binary_request_with_raw_http(server):
+    x = x_batch(2)
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    status, headers, body = post(
+        server, "/v2/models/linear/versions/1/infer", header + x.tobytes(),
+        {"Inference-Header-Content-Length": str(len(header))},
+    )  # fmt: skip
+    assert status == 200
+    json_len = int(headers["inference-header-content-length"])
+    meta = json.loads(body[:json_len])
+    assert meta["outputs"][0]["parameters"]["binary_data_size"] == 2 * 3 * 4
+    y = np.frombuffer(body[json_len:], np.float32).reshape(2, 3)
+    np.testing.assert_allclose(y, x @ W, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status", "message"),
+    [
+        ("/v2/models/nope/infer", infer_body(x_batch(1)), {}, 404, "unknown model 'nope'"),
+        ("/v2/models/linear/versions/7/infer", infer_body(x_batch(1)), {}, 404, "no version '7'"),
+        ("/v2/models/linear/infer", b"{not json", {}, 400, "not valid JSON"),
+        ("/v2/models/linear/infer", b"[]", {}, 400, "must be a JSON object"),
+        ("/v2/models/linear/infer", infer_body(x_batch(1), name="z"), {}, 400, "unknown input(s) ['z']"),
+        (
+            "/v2/models/linear/infer",
+            infer_body(x_batch(1), datatype="FP64"),
+            {},
+            400,
+            "expected dtype float32, got float64",
+        ),
+        ("/v2/models/linear/infer", infer_body(x_batch(1), datatype="FP99"), {}, 400, "unknown datatype 'FP99'"),
+        (
+            "/v2/models/linear/infer",
+            json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1.0] * 7}]}).encode(),
+            {},
+            400,
+            "needs 8 elements, 'data' has 7",
+        ),
+        (
+            "/v2/models/linear/infer",
+            json.dumps(
+                {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]}
+            ).encode()
+            + b"\x00" * 8,
+            {"Inference-Header-Content-Length": "85"},
+            400,
+            "",
+        ),
+        (
+            "/v2/models/linear/infer",
+            infer_body(x_batch(1)),
+            {"Inference-Header-Content-Length": "abc"},
+            400,
+            "must be a number",
+        ),
+        ("/v2/models/linear/infer", infer_body(np.ones((1, 5), np.float32)), {}, 400, "axis 1 must be 4"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(server, path, body, headers, status, message):
+    got, _, data = post(server, path, body, headers)
+    assert got == status, data
+    assert message in json.loads(data)["error"]
+
+
+def test_body_limit(repo):
+    with running_server(repo, "--max-body-mb", "0.01") as s:
+        status, _, data = post(s, "/v2/models/linear/infer", infer_body(np.ones((2000, 4), np.float32)))
+        assert status == 413
+        assert "limit" in json.loads(data)["error"]
+        assert post(s, "/v2/models/linear/infer", infer_body(x_batch(1)))[0] == 200
+
+
+# --- auth, control, queue policy, shutdown -------------------------------------------------------
+
+
+def test_api_key(repo):
+    with running_server(repo, "--api-key", "s3cret") as s:
+        assert get(s, "/v2/health/ready")[0] == 200  # health stays open
+        assert post(s, "/v2/models/linear/infer", infer_body(x_batch(1)))[0] == 401
+        assert post(s, "/v2/models/linear/infer", infer_body(x_batch(1)), {"X-API-Key": "wrong"})[0] == 401
+        assert post(s, "/v2/models/linear/infer", infer_body(x_batch(1)), {"Authorization": "Bearer s3cret"})[0] == 200
+        client = tritongrpc.InferenceServerClient(s.grpc)
+        assert client.is_server_live()
+        with pytest.raises(InferenceServerException, match="API key"):
+            client.get_model_metadata("linear")
+        assert client.get_model_metadata("linear", headers={"x-api-key": "s3cret"}).name == "linear"
+
+
+def test_explicit_load_unload_and_a_broken_version(tmp_path):
+    repo = make_repository(tmp_path)
+    with running_server(repo, "--model-control", "explicit") as s:
+        client = tritonhttp.InferenceServerClient(s.http)
+        client.unload_model("slow")
+        assert not client.is_model_ready("slow")
+        assert post(s, "/v2/models/slow/infer", infer_body(np.ones((1, 1024), np.float32)))[0] == 503
+        client.load_model("slow")
+        assert client.is_model_ready("slow")
+
+        # A new version 3 that is corrupt: loading fails, version 2 keeps serving, the index says why.
+        bad = ferry.save(linear_model(3.0), repo / "linear" / "3", name="linear", version="3")
+        (bad.root / "model.onnx").write_bytes(b"broken")
+        with pytest.raises(InferenceServerException):
+            client.load_model("linear")
+        x = x_batch(2)
+        inp = tritonhttp.InferInput("x", [2, 4], "FP32")
+        inp.set_data_from_numpy(x)
+        np.testing.assert_allclose(client.infer("linear", [inp]).as_numpy("y"), x @ W * 2, rtol=1e-5)
+        index = {(m["name"], m["version"]): m for m in client.get_model_repository_index()}
+        assert index[("linear", "3")]["state"] == "UNAVAILABLE"
+        assert "size is 6 bytes" in index[("linear", "3")]["reason"]
+        assert index[("linear", "2")]["state"] == "READY"
+
+        # gRPC repository control too.
+        g = tritongrpc.InferenceServerClient(s.grpc)
+        g.unload_model("slow")
+        assert not g.is_model_ready("slow")
+        g.load_model("slow")
+        assert g.is_model_ready("slow")
+
+
+def test_load_is_refused_without_explicit_control(server):
+    status, _, data = post(server, "/v2/repository/models/slow/load", b"")
+    assert status == 400 and "explicit" in json.loads(data)["error"]
+
+
+def _slow_calls(s, n: int) -> list[int]:
+    body = infer_body(np.ones((1, 1024), np.float32))
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: post(s, "/v2/models/slow/infer", body)[0], range(n)))
+
+
+def test_full_queue_answers_503_with_retry_after(repo):
+    with running_server(repo, "--max-queue", "1", "--max-batch-size", "1") as s:
+        statuses = _slow_calls(s, 24)
+        assert 503 in statuses and 200 in statuses
+        assert set(statuses) <= {200, 503}
+        body = infer_body(np.ones((1, 1024), np.float32))
+        with ThreadPoolExecutor(24) as pool:
+            replies = list(pool.map(lambda _: post(s, "/v2/models/slow/infer", body), range(24)))
+        refused = [h for st, h, _ in replies if st == 503]
+        assert refused and all(h.get("retry-after") == "1" for h in refused)
+
+
+def test_requests_past_their_timeout_get_504_and_are_not_run(repo):
+    with running_server(repo, "--timeout-ms", "5", "--max-batch-size", "1") as s:
+        statuses = _slow_calls(s, 16)
+        assert 504 in statuses and 200 in statuses
+        text = get(s, "/metrics")[1].decode()
+        timeouts = re.search(
+            r'ferry_requests_total\{model="slow",outcome="timeout",protocol="http",version="1"\} (\S+)', text
+        )
+        runs = re.search(r'ferry_batch_rows_count\{model="slow",version="1"\} (\S+)', text)
+        assert timeouts and float(timeouts.group(1)) == statuses.count(504)
+        assert runs and float(runs.group(1)) == statuses.count(200)  # timed-out requests never ran
+
+
+def test_sigterm_finishes_requests_in_flight(repo):
+    with running_server(repo, "--max-batch-size", "1") as s:
+        results: list[int] = []
+        body = infer_body(np.ones((1, 1024), np.float32))
+        threads = [
+            threading.Thread(target=lambda: results.append(post(s, "/v2/models/slow/infer", body)[0])) for _ in range(6)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        s.process.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join()
+        assert s.process.wait(timeout=30) == 0
+        assert results == [200] * 6
+
+
+def test_metrics_count_requests_by_outcome(server):
+    post(server, "/v2/models/linear/infer", infer_body(x_batch(1)))
+    post(server, "/v2/models/linear/infer", b"{bad")
+    text = get(server, "/metrics")[1].decode()
+    assert re.search(
+        r'ferry_requests_total\{model="linear",outcome="success",protocol="http",version="2"\} [1-9]', text
+    )
+    assert "ferry_request_seconds_bucket" in text and 'phase="queue"' in text
+    assert re.search(r"ferry_models_loaded 3\.0", text)
+
+
+def test_fuzzed_bodies_never_cause_a_500(server):
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+        max_leaves=12,
+    )
+    tensors = st.fixed_dictionaries(
+        {"name": st.sampled_from(["x", "y", ""]), "shape": st.lists(st.integers(-1, 5), max_size=3),
+         "datatype": st.sampled_from(["FP32", "INT64", "BYTES", "BOOL", "XX"]), "data": json_values}
+    )  # fmt: skip
+    bodies = st.one_of(
+        st.binary(max_size=64),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.lists(tensors, max_size=3).map(lambda ins: json.dumps({"inputs": ins}).encode()),
+    )
+
+    @hypothesis.settings(max_examples=150, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(body=bodies)
+    def check(body: bytes) -> None:
+        status, _, data = post(server, "/v2/models/linear/infer", body)
+        assert status in (200, 400), (status, data)
+        if status == 400:
+            assert json.loads(data)["error"]
+
+    check()

@@ -370,3 +370,46 @@ def test_fuzzed_bodies_never_cause_a_500(server):
             assert json.loads(data)["error"]
 
     check()
+
+
+# --- ferry's own client ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_ferry_client_sync(server, scheme):
+    from ferry.client import Client
+    from ferry.errors import InputError, ModelNotFoundError
+
+    url = f"http://{server.http}" if scheme == "http" else f"grpc://{server.grpc}"
+    with Client(url) as client:
+        assert client.live() and client.ready() and client.model_ready("linear", "1")
+        assert client.metadata("linear")["inputs"][0]["name"] == "x"
+        x = x_batch(4, seed=3)
+        np.testing.assert_allclose(client.infer("linear", {"x": x})["y"], x @ W * 2, rtol=1e-5)
+        np.testing.assert_allclose(client.infer("linear", x, input_name="x", version="1")["y"], x @ W, rtol=1e-5)
+        if scheme == "http":
+            json_out = client.infer("linear", {"x": x}, binary=False)["y"]
+            np.testing.assert_allclose(json_out, x @ W * 2, rtol=1e-5)
+        with pytest.raises(ModelNotFoundError):
+            client.infer("nope", {"x": x})
+        with pytest.raises(InputError, match="expected dtype float32"):
+            client.infer("linear", {"x": x.astype(np.float64)})
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_ferry_client_async(server, scheme):
+    import asyncio
+
+    from ferry.client import AsyncClient
+
+    url = f"http://{server.http}" if scheme == "http" else f"grpc://{server.grpc}"
+    inputs = [x_batch(2, seed=i) for i in range(8)]
+
+    async def main() -> list[np.ndarray]:
+        async with AsyncClient(url) as client:
+            assert await client.ready()
+            results = await asyncio.gather(*(client.infer("linear", {"x": x}) for x in inputs))
+            return [r["y"] for r in results]
+
+    for x, y in zip(inputs, asyncio.run(main())):
+        np.testing.assert_allclose(y, x @ W * 2, rtol=1e-5)

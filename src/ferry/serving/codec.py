@@ -77,7 +77,7 @@ def decode_rest(body: bytes, header_length: int | None) -> InferRequest:
             inputs[name] = array_from_bytes(binary[offset : offset + size], dtype, shape, name)
             offset += size
         else:
-            inputs[name] = _from_json(tensor.get("data"), dtype, shape, name)
+            inputs[name] = array_from_json(tensor.get("data"), dtype, shape, name)
     if offset != len(binary):
         raise RequestError(f"{len(binary) - offset} bytes of binary data follow the inputs but no input claims them")
 
@@ -120,7 +120,7 @@ def _flatten(data: Any) -> list[Any]:
     return data if isinstance(data, list) else [data]
 
 
-def _from_json(data: Any, dtype: np.dtype, shape: tuple[int, ...], name: str) -> np.ndarray:
+def array_from_json(data: Any, dtype: np.dtype, shape: tuple[int, ...], name: str) -> np.ndarray:
     if data is None:
         raise RequestError(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
     flat = _flatten(data)

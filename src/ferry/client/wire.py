@@ -1,0 +1,95 @@
+"""Client-side Open Inference Protocol bodies: requests out, responses in (both protocols)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ferry.errors import (
+    DeadlineError,
+    FerryError,
+    InputError,
+    ModelNotFoundError,
+    RequestError,
+    ServingError,
+    UnavailableError,
+)
+from ferry.serving import datatypes
+from ferry.serving.codec import array_from_bytes, array_from_json
+
+
+def as_inputs(inputs: dict[str, np.ndarray] | np.ndarray, name: str | None) -> dict[str, np.ndarray]:
+    if isinstance(inputs, dict):
+        return {k: np.asarray(v) for k, v in inputs.items()}
+    if name is None:
+        raise InputError("pass a dict of arrays, or input_name= with a single array")
+    return {name: np.asarray(inputs)}
+
+
+def tensor_bytes(array: np.ndarray) -> bytes:
+    if array.dtype.kind in "OUS":
+        return datatypes.serialize_bytes(array)
+    return np.ascontiguousarray(array).tobytes()
+
+
+def rest_request(inputs: dict[str, np.ndarray], outputs: list[str] | None, binary: bool) -> tuple[bytes, int | None]:
+    entries, chunks = [], []
+    for name, array in inputs.items():
+        entry: dict[str, Any] = {
+            "name": name,
+            "shape": list(array.shape),
+            "datatype": datatypes.from_numpy(array.dtype),
+        }
+        if binary:
+            raw = tensor_bytes(array)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        elif array.dtype.kind in "OUS":
+            entry["data"] = [x.decode() if isinstance(x, bytes) else str(x) for x in array.flat]
+        else:
+            entry["data"] = array.ravel().tolist()
+        entries.append(entry)
+    doc: dict[str, Any] = {"inputs": entries}
+    if outputs is not None:
+        doc["outputs"] = [{"name": o, "parameters": {"binary_data": binary}} for o in outputs]
+    elif binary:
+        doc["parameters"] = {"binary_data_output": True}
+    header = json.dumps(doc, separators=(",", ":")).encode()
+    return (header + b"".join(chunks), len(header)) if chunks else (header, None)
+
+
+def rest_response(body: bytes, header_length: int | None) -> dict[str, np.ndarray]:
+    header = body if header_length is None else body[:header_length]
+    binary = b"" if header_length is None else body[header_length:]
+    doc = json.loads(header)
+    out, offset = {}, 0
+    for tensor in doc.get("outputs", []):
+        dtype = datatypes.to_numpy(tensor["datatype"], tensor["name"])
+        shape = tuple(tensor["shape"])
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            out[tensor["name"]] = array_from_bytes(binary[offset : offset + size], dtype, shape, tensor["name"])
+            offset += size
+        else:
+            out[tensor["name"]] = array_from_json(tensor["data"], dtype, shape, tensor["name"])
+    return out
+
+
+_BY_STATUS: dict[int, type[FerryError]] = {
+    400: RequestError,
+    401: ServingError,
+    404: ModelNotFoundError,
+    413: RequestError,
+    503: UnavailableError,
+    504: DeadlineError,
+}
+
+
+def error_for(status: int, body: bytes) -> FerryError:
+    try:
+        message = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        message = body[:200].decode("utf-8", "replace")
+    return _BY_STATUS.get(status, ServingError)(f"server answered {status}: {message}")

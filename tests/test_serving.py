@@ -413,3 +413,36 @@ def test_ferry_client_async(server, scheme):
 
     for x, y in zip(inputs, asyncio.run(main())):
         np.testing.assert_allclose(y, x @ W * 2, rtol=1e-5)
+
+
+# --- Paddle Serving's formats, and ferry bench --url ----------------------------------------------
+
+
+def test_paddle_webservice_feed_fetch(server):
+    x = x_batch(3, seed=5)
+    body = json.dumps({"feed": [{"x": row.tolist()} for row in x], "fetch": ["y"]}).encode()
+    status, _, data = post(server, "/linear/prediction", body)
+    assert status == 200
+    np.testing.assert_allclose(np.array(json.loads(data)["result"]["y"]), x @ W * 2, rtol=1e-5)
+    status, _, data = post(server, "/linear/prediction", json.dumps({"feed": [{"x": [1, 2]}], "fetch": ["y"]}).encode())
+    assert status == 400 and "do not fit one sample" in json.loads(data)["result"]
+
+
+def test_paddle_pipeline_key_value(server):
+    x = x_batch(1, seed=6)[0]
+    body = json.dumps({"key": ["x"], "value": [", ".join(str(float(v)) for v in x)]}).encode()
+    status, _, data = post(server, "/linear/prediction", body)
+    doc = json.loads(data)
+    assert status == 200 and doc["err_no"] == 0 and doc["key"] == ["y"]
+    np.testing.assert_allclose(np.array(json.loads(doc["value"][0])), (x @ W * 2)[None], rtol=1e-5)
+    status, _, data = post(server, "/linear/prediction", json.dumps({"key": ["z"], "value": ["1"]}).encode())
+    assert status == 400 and json.loads(data)["err_no"] == 5000
+
+
+def test_bench_url_drives_the_server(server, capsys):
+    from ferry.cli import main
+
+    url = f"http://{server.http}"
+    assert main(["bench", "--url", url, "--model", "linear", "--seconds", "0.5", "--concurrency", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "req/s" in out and "linear" in out

@@ -20,7 +20,12 @@ def _ints(text: str) -> list[int]:
 
 
 @click.command()
-@click.argument("package", type=click.Path(exists=True, path_type=Path))
+@click.argument("package", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--url", default=None, help="Drive a running server instead (http://... or grpc://...).")
+@click.option("--model", default=None, help="With --url: the model to call.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True, help="With --url.")
+@click.option("--seconds", type=click.FloatRange(min=0.1, max=600), default=10.0, show_default=True, help="With --url.")
+@click.option("--api-key", default=None, help="With --url.")
 @click.option("--backend", "backends", default="all", show_default=True, help="all, or a comma-separated list.")
 @click.option("--batch", "batches", default="1,32", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--threads", "threads", default="2", show_default=True, help="Thread counts, comma-separated.")
@@ -30,8 +35,19 @@ def _ints(text: str) -> list[int]:
 @click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Time each setting at least this long.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write an HTML report with plots.")
 @click.option("--tune", is_flag=True, help="Record the fastest backend per batch size in the package for 'auto'.")
-def bench(package, backends, batches, threads, precision, warmup, runs, min_seconds, html_path, tune) -> None:
-    """Measure each installed backend on PACKAGE; with --tune, teach backend 'auto' the winners."""
+def bench(
+    package, url, model, concurrency, seconds, api_key, backends, batches, threads, precision, warmup, runs,
+    min_seconds, html_path, tune,
+) -> None:  # fmt: skip
+    """Measure each installed backend on PACKAGE; with --tune, teach backend 'auto' the winners.
+
+    With --url, drive a running server instead: latency percentiles and requests per second.
+    """
+    if url is not None:
+        _bench_remote(url, model, concurrency, seconds, _ints(batches)[0], api_key)
+        return
+    if package is None:
+        raise click.UsageError("give a package, or --url and --model for a running server")
     import ferry
     from ferry.bench import html_report, measure, tuning_record
     from ferry.errors import ConfigError
@@ -71,3 +87,18 @@ def bench(package, backends, batches, threads, precision, warmup, runs, min_seco
         tuning[precision] = tuning_record(results, precision)
         pkg.save_tuning(tuning)
         console.print(f"recorded for backend 'auto' ({precision}): {tuning[precision]['fastest']}")
+
+
+def _bench_remote(url: str, model: str | None, concurrency: int, seconds: float, batch: int, api_key) -> None:
+    from ferry.bench.remote import drive
+
+    if not model:
+        raise click.UsageError("--url needs --model")
+    result = drive(url, model, concurrency, seconds, batch, api_key)
+    table = Table("requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", title=f"{model} at {url}")
+    table.add_row(
+        str(result.requests), str(result.errors), f"{result.per_second:.1f}",
+        f"{result.p50_ms:.2f}", f"{result.p90_ms:.2f}", f"{result.p99_ms:.2f}",
+    )  # fmt: skip
+    Console().print(table)
+    Console().print(f"{concurrency} threads, batch {batch}, {result.seconds:.1f} s")

@@ -25,6 +25,7 @@ from ferry.errors import (
     RequestError,
     UnavailableError,
 )
+from ferry.serving import paddle_compat
 from ferry.serving.codec import decode_rest, encode_rest
 from ferry.serving.metrics import CONTENT_TYPE
 from ferry.serving.service import Service
@@ -143,6 +144,21 @@ def build_app(service: Service) -> Starlette:
         service.registry.unload(request.path_params["model"])
         return JSONResponse({})
 
+    async def paddle_prediction(request: Request) -> Response:
+        name = request.path_params["model"]
+        body = await read_body(request, settings.max_body_bytes)
+        try:
+            doc = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RequestError(f"request body is not valid JSON: {exc}") from None
+        form = "pipeline" if isinstance(doc, dict) and "key" in doc else "feed"
+        try:
+            req, form = paddle_compat.decode(doc, service.registry.get(name).package.signature)
+            _, results = await service.infer(name, None, req, "paddle")
+        except InputError as exc:
+            return JSONResponse(paddle_compat.error(form, str(exc)), status_code=400)
+        return JSONResponse(paddle_compat.encode(form, results))
+
     async def metrics(_: Request) -> Response:
         service.refresh_gauges()
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
@@ -163,6 +179,7 @@ def build_app(service: Service) -> Starlette:
         Route("/v2/repository/models/{model}/load", guarded(repository_load, admin=True), methods=["POST"]),
         Route("/v2/repository/models/{model}/unload", guarded(repository_unload, admin=True), methods=["POST"]),
         Route("/metrics", guarded(metrics)),
+        Route("/{model}/prediction", guarded(paddle_prediction), methods=["POST"]),
     ]
     return Starlette(routes=routes)
 

@@ -1,0 +1,92 @@
+"""Paddle Serving's HTTP formats on `POST /{model}/prediction`, so its existing clients keep working.
+
+- WebService:  {"feed": [{"x": [...]}, ...], "fetch": ["y"]}  ->  {"result": {"y": [[...], ...]}}
+  Each feed item is one sample without the batch axis; samples are stacked into one batch.
+- Pipeline:    {"key": ["x"], "value": ["0.1, 0.2, ..."]}  ->  {"err_no": 0, "err_msg": "", "key": ["y"],
+  "value": ["[[...]]"]}. Values are strings: a JSON array, or numbers separated by commas. One sample.
+JSON carries no dtypes, so values are read as the model's declared dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from ferry.dtypes import numpy_from_name
+from ferry.errors import RequestError
+from ferry.package.manifest import Signature, TensorSpec
+from ferry.serving.codec import InferRequest
+
+INPUT_PARAMS_ERROR = 5000  # Paddle Serving pipeline's code for bad input
+
+
+def _sample(spec: TensorSpec, values: Any) -> np.ndarray:
+    """One sample of `spec` (its shape without the batch axis) from JSON values."""
+    shape = [d if isinstance(d, int) else -1 for d in spec.shape[1:]]
+    try:
+        array = np.asarray(values, dtype=numpy_from_name(spec.dtype))
+    except (ValueError, TypeError) as exc:
+        raise RequestError(f"feed {spec.name!r}: cannot read the values as {spec.dtype}: {exc}") from None
+    known = math.prod(d for d in shape if d > 0)
+    if shape.count(-1) > 1 or (shape.count(-1) == 0 and array.size != known) or (known and array.size % known):
+        raise RequestError(f"feed {spec.name!r}: {array.size} values do not fit one sample of shape {shape}")
+    return array.reshape(shape) if shape else array.reshape(())
+
+
+def decode(doc: Any, signature: Signature) -> tuple[InferRequest, str]:
+    """The request and its form, "feed" or "pipeline"."""
+    if not isinstance(doc, dict):
+        raise RequestError("body must be a JSON object with 'feed' and 'fetch', or 'key' and 'value'")
+    specs = {s.name: s for s in signature.inputs}
+    if "feed" in doc:
+        feed, fetch = doc.get("feed"), doc.get("fetch")
+        if not isinstance(feed, list) or not feed or not all(isinstance(f, dict) for f in feed):
+            raise RequestError("'feed' must be a non-empty list of {input name: values}")
+        if not isinstance(fetch, list) or not fetch:
+            raise RequestError("'fetch' must name the outputs to return")
+        inputs = {}
+        for name, spec in specs.items():
+            missing = [i for i, f in enumerate(feed) if name not in f]
+            if missing:
+                raise RequestError(f"feed item(s) {missing} lack input {name!r}")
+            inputs[name] = np.stack([_sample(spec, f[name]) for f in feed])
+        return InferRequest(inputs=inputs, outputs=[str(f) for f in fetch]), "feed"
+    if "key" in doc:
+        keys, values = doc.get("key"), doc.get("value")
+        if not isinstance(keys, list) or not isinstance(values, list) or len(keys) != len(values):
+            raise RequestError("'key' and 'value' must be lists of the same length")
+        given = dict(zip(keys, values))
+        inputs = {}
+        for name, spec in specs.items():
+            if name not in given:
+                raise RequestError(f"'key' lacks input {name!r}; the model takes {list(specs)}")
+            text = given[name]
+            if not isinstance(text, str):
+                raise RequestError(f"value of {name!r} must be a string")
+            try:
+                parsed = json.loads(text) if text.lstrip().startswith("[") else [float(v) for v in text.split(",")]
+            except ValueError as exc:
+                raise RequestError(f"value of {name!r} is not a list of numbers: {exc}") from None
+            inputs[name] = _sample(spec, parsed)[None]
+        return InferRequest(inputs=inputs), "pipeline"
+    raise RequestError("body must hold 'feed' and 'fetch' (WebService) or 'key' and 'value' (pipeline)")
+
+
+def encode(form: str, results: dict[str, np.ndarray]) -> dict[str, Any]:
+    if form == "feed":
+        return {"result": {k: v.tolist() for k, v in results.items()}}
+    return {
+        "err_no": 0,
+        "err_msg": "",
+        "key": list(results),
+        "value": [json.dumps(v.tolist()) for v in results.values()],
+    }
+
+
+def error(form: str, message: str) -> dict[str, Any]:
+    if form == "pipeline":
+        return {"err_no": INPUT_PARAMS_ERROR, "err_msg": message, "key": [], "value": [], "error": message}
+    return {"error": message, "result": message}

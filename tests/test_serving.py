@@ -446,3 +446,57 @@ def test_bench_url_drives_the_server(server, capsys):
     assert main(["bench", "--url", url, "--model", "linear", "--seconds", "0.5", "--concurrency", "2"]) == 0
     out = capsys.readouterr().out
     assert "req/s" in out and "linear" in out
+
+
+# --- hot reload -------------------------------------------------------------------------------------
+
+
+def test_poll_reload_under_load_loses_no_request(tmp_path):
+    repo = tmp_path / "repo"
+    ferry.save(linear_model(1.0), repo / "linear" / "1", name="linear", version="1")
+    with running_server(repo, "--model-control", "poll", "--poll-interval", "0.2") as s:
+        stop = threading.Event()
+        failures: list[str] = []
+        seen_scales: set[float] = set()
+        x = x_batch(2, seed=9)
+
+        def hammer() -> None:
+            from ferry.client import Client
+
+            with Client(s.url) as client:
+                while not stop.is_set():
+                    try:
+                        y = client.infer("linear", {"x": x})["y"]
+                    except Exception as exc:  # any failure at all fails the test
+                        failures.append(repr(exc))
+                        continue
+                    seen_scales.add(round(float(y[0, 0] / (x @ W)[0, 0]), 3))
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        ferry.save(linear_model(2.0), repo / "linear" / "2", name="linear", version="2")  # atomic rename into place
+        client = tritonhttp.InferenceServerClient(s.http)
+        deadline = time.monotonic() + 20
+        while client.get_model_metadata("linear")["versions"] != ["2"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        # A broken version 3 arrives: it fails to load and version 2 keeps serving.
+        bad = ferry.save(linear_model(3.0), repo / "linear" / "3", name="linear", version="3")
+        (bad.root / "model.onnx").write_bytes(b"junk")
+        deadline = time.monotonic() + 20
+        index = {}
+        while time.monotonic() < deadline:
+            index = {(m["name"], m["version"]): m for m in client.get_model_repository_index()}
+            if ("linear", "3") in index:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert failures == []
+        assert seen_scales == {1.0, 2.0}  # served version 1, then version 2, and never version 3
+        assert client.get_model_metadata("linear")["versions"] == ["2"]
+        assert index[("linear", "3")]["state"] == "UNAVAILABLE"

@@ -17,7 +17,8 @@ from ferry.cli._options import DEMO_ROOT
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--http-port", type=int, default=8000, show_default=True)
 @click.option("--grpc-port", type=int, default=8001, show_default=True, help="0 turns gRPC off.")
-@click.option("--model-control", type=click.Choice(["none", "explicit"]), default="none", show_default=True)
+@click.option("--model-control", type=click.Choice(["none", "poll", "explicit"]), default="none", show_default=True)
+@click.option("--poll-interval", type=click.FloatRange(min=0.05), default=5.0, show_default=True, help="Seconds.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Engine threads per model.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=8, show_default=True)
@@ -28,8 +29,25 @@ from ferry.cli._options import DEMO_ROOT
 @click.option("--api-key-file", type=click.Path(exists=True, path_type=Path), help="Read the key from a file.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True)
 @click.option("--grace-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True)
-def serve(path, demo, host, http_port, grpc_port, model_control, backend, threads, max_batch_size, batch_delay_ms,
-          max_queue, timeout_ms, api_key, api_key_file, max_body_mb, grace_seconds) -> None:  # fmt: skip
+def serve(
+    path,
+    demo,
+    host,
+    http_port,
+    grpc_port,
+    model_control,
+    poll_interval,
+    backend,
+    threads,
+    max_batch_size,
+    batch_delay_ms,
+    max_queue,
+    timeout_ms,
+    api_key,
+    api_key_file,
+    max_body_mb,
+    grace_seconds,
+) -> None:
     """Serve models over the Open Inference Protocol (HTTP/REST and gRPC)."""
     from ferry.serving.batching import BatchPolicy
     from ferry.serving.server import ServeOptions
@@ -61,6 +79,7 @@ def serve(path, demo, host, http_port, grpc_port, model_control, backend, thread
         policy=BatchPolicy(max_batch_size, batch_delay_ms, (), max_queue, timeout_ms),
         settings=settings,
         grace_seconds=grace_seconds,
+        poll_interval=poll_interval,
     )
     logging.getLogger("ferry.serve").setLevel(
         logging.INFO if logging.getLogger().level <= logging.INFO else logging.WARNING

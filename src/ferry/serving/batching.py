@@ -19,6 +19,10 @@ import numpy as np
 from ferry.errors import DeadlineError, FerryError, UnavailableError
 
 
+class Retired(UnavailableError):
+    """This model version was replaced or unloaded after the request found it; look the model up again."""
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     """How a model's requests are queued and merged (per model, from its config or the command line)."""
@@ -114,7 +118,7 @@ class Batcher:
         item = Pending(inputs, outputs, loop, loop.create_future(), first.shape[0] if first.ndim else 1)
         with self._cond:
             if self._closing:
-                raise UnavailableError("the model is unloading; retry")
+                raise Retired("the model version is unloading")
             if len(self._queue) >= self.policy.max_queue:
                 raise UnavailableError(f"queue is full ({self.policy.max_queue} requests waiting); retry later")
             self._queue.append(item)

@@ -35,6 +35,7 @@ class ServeOptions:
     policy: BatchPolicy = field(default_factory=BatchPolicy)
     settings: Settings = field(default_factory=Settings)
     grace_seconds: float = 30.0
+    poll_interval: float = 5.0
 
 
 def build_service(options: ServeOptions) -> Service:
@@ -72,6 +73,11 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
         except (NotImplementedError, RuntimeError):
             pass  # not the main thread (tests run servers in threads)
 
+    poller = None
+    if options.settings.model_control == "poll":
+        from ferry.serving.poll import poll_repository
+
+        poller = asyncio.create_task(poll_repository(service.registry, options.poll_interval, stop))
     http_task = asyncio.create_task(http.serve())
     while not http.started and not http_task.done():
         await asyncio.sleep(0.01)
@@ -84,6 +90,8 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
 
     log.info("stopping: finishing requests in flight (grace %.0f s)", options.grace_seconds)
     http.should_exit = True
+    if poller is not None:
+        await poller
     if grpc_server is not None:
         await grpc_server.stop(options.grace_seconds)
     await http_task

@@ -17,6 +17,7 @@ from ferry.errors import (
     UnavailableError,
 )
 from ferry.serving import datatypes
+from ferry.serving.batching import Retired
 from ferry.serving.codec import InferRequest
 from ferry.serving.metrics import Metrics
 from ferry.serving.registry import Registry, ServedModel
@@ -58,8 +59,15 @@ class Service:
         served: ServedModel | None = None
         outcome = "error"
         try:
-            served = self.registry.get(model, version)
-            results = await served.infer(request)
+            for attempt in range(3):
+                served = self.registry.get(model, version)
+                try:
+                    results = await served.infer(request)
+                    break
+                except Retired:
+                    # A reload swapped this version out between lookup and queueing: the new one takes it.
+                    if attempt == 2:
+                        raise
             outcome = "success"
             return served, results
         except InputError:

@@ -1,0 +1,64 @@
+"""Model control `poll`: watch the repository and reload what changed, in the background.
+
+A model's fingerprint is its config.json and the manifests of its numbered version folders (a manifest
+holds the sha256 of every file, so a changed package changes it). When the fingerprint moves, the model is
+loaded again off the event loop; the registry switches atomically and lets requests already queued on
+the old version finish. A version that fails to load leaves the working one serving, and the next
+change (a copy that completes, say) triggers another try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+
+from ferry.errors import FerryError
+from ferry.serving.registry import Registry
+
+log = logging.getLogger("ferry.serve")
+
+
+def fingerprint(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.glob("config.json")) + sorted(folder.glob("[0-9]*/ferry.json")):
+        try:
+            h.update(str(path.relative_to(folder)).encode())
+            h.update(path.read_bytes())
+        except OSError:
+            h.update(b"unreadable")
+    return h.hexdigest()
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {d.name: fingerprint(d) for d in sorted(root.iterdir()) if d.is_dir() and any(d.glob("[0-9]*"))}
+
+
+async def poll_repository(registry: Registry, interval: float, stop: asyncio.Event) -> None:
+    root = registry.root
+    seen = snapshot(root)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+            return
+        except asyncio.TimeoutError:
+            pass
+        current = await asyncio.to_thread(snapshot, root)
+        for name in sorted(set(seen) | set(current)):
+            if seen.get(name) == current.get(name):
+                continue
+            if name not in current:
+                log.warning("%s left the repository: unloading", name)
+                await asyncio.to_thread(_quietly, registry.unload, name)
+            else:
+                log.warning("%s changed: loading in the background", name)
+                await asyncio.to_thread(_quietly, registry.load, name)
+        seen = current
+
+
+def _quietly(fn, name: str) -> None:
+    try:
+        fn(name)
+    except FerryError as exc:
+        log.error("%s", exc)

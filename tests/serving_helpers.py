@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import signal
 import socket
@@ -119,3 +121,27 @@ def make_repository(root: Path) -> Path:
     ferry.save(linear_model(2.0), root / "linear" / "2", name="linear", version="2")
     ferry.save(slow_model(), root / "slow" / "1", name="slow", version="1")
     return root
+
+
+def post(server, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection(server.http, timeout=30)
+    conn.request("POST", path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, dict(resp.getheaders()), data
+
+
+def get(server, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(server.http, timeout=30)
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def infer_body(x: np.ndarray, name: str = "x", datatype: str = "FP32") -> bytes:
+    return json.dumps(
+        {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}]}
+    ).encode()

@@ -3,7 +3,6 @@ and raw HTTP. Batching, repository control, errors, limits, auth, queue policy a
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import signal
@@ -16,35 +15,11 @@ import numpy as np
 import pytest
 
 import ferry
-from serving_helpers import W, linear_model, make_repository, running_server
+from serving_helpers import W, get, infer_body, linear_model, make_repository, post, running_server
 
 tritonhttp = pytest.importorskip("tritonclient.http")
 tritongrpc = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
-
-
-def post(server, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
-    conn = http.client.HTTPConnection(server.http, timeout=30)
-    conn.request("POST", path, body=body, headers=headers or {})
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
-    return resp.status, dict(resp.getheaders()), data
-
-
-def get(server, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(server.http, timeout=30)
-    conn.request("GET", path, headers=headers or {})
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
-    return resp.status, data
-
-
-def infer_body(x: np.ndarray, name: str = "x", datatype: str = "FP32") -> bytes:
-    return json.dumps(
-        {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}]}
-    ).encode()
 
 
 @pytest.fixture(scope="module")

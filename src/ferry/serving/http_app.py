@@ -120,9 +120,13 @@ def build_app(service: Service) -> Starlette:
         if header_length is not None and not header_length.strip().isdigit():
             raise RequestError(f"Inference-Header-Content-Length must be a number, got {header_length!r}")
         req = decode_rest(body, int(header_length) if header_length is not None else None)
-        served, results = await service.infer(p["model"], p.get("version"), req, "http")
+        served, results, variant = await service.infer_routed(
+            p["model"], p.get("version"), req, "http", dict(request.headers)
+        )
         payload, json_length = encode_rest(req, results, served.name, served.version)
         headers = {"x-ferry-model-version": served.version}
+        if variant is not None:
+            headers["x-ferry-variant"] = variant
         if json_length is None:
             return Response(payload, media_type="application/json", headers=headers)
         headers[HEADER_LENGTH] = str(json_length)
@@ -154,10 +158,21 @@ def build_app(service: Service) -> Starlette:
         form = "pipeline" if isinstance(doc, dict) and "key" in doc else "feed"
         try:
             req, form = paddle_compat.decode(doc, service.registry.get(name).package.signature)
-            _, results = await service.infer(name, None, req, "paddle")
+            _, results, _ = await service.infer_routed(name, None, req, "paddle", dict(request.headers))
         except InputError as exc:
             return JSONResponse(paddle_compat.error(form, str(exc)), status_code=400)
         return JSONResponse(paddle_compat.encode(form, results))
+
+    async def get_traffic(request: Request) -> Response:
+        name = request.path_params["model"]
+        service.registry.get(name)
+        policy = service.traffic.get(name)
+        return JSONResponse(policy.to_dict() if policy else {"split": {}, "sticky_header": None, "shadow": None})
+
+    async def set_traffic(request: Request) -> Response:
+        body = await read_body(request, settings.max_body_bytes)
+        policy = service.set_traffic(request.path_params["model"], _json_or_empty(body))
+        return JSONResponse(policy.to_dict())
 
     async def metrics(_: Request) -> Response:
         service.refresh_gauges()
@@ -174,6 +189,8 @@ def build_app(service: Service) -> Starlette:
         Route(model + "/ready", guarded(model_ready)),
         Route(versioned + "/ready", guarded(model_ready)),
         Route(model + "/infer", guarded(infer), methods=["POST"]),
+        Route(model + "/traffic", guarded(get_traffic), methods=["GET"]),
+        Route(model + "/traffic", guarded(set_traffic, admin=True), methods=["POST"]),
         Route(versioned + "/infer", guarded(infer), methods=["POST"]),
         Route("/v2/repository/index", guarded(repository_index), methods=["POST"]),
         Route("/v2/repository/models/{model}/load", guarded(repository_load, admin=True), methods=["POST"]),

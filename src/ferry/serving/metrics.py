@@ -31,6 +31,15 @@ class Metrics:
         )
         self.queue_depth = Gauge("ferry_queue_depth", "Requests waiting", ["model", "version"], registry=r)
         self.in_flight = Gauge("ferry_in_flight_requests", "Requests being handled", registry=r)
+        self.variants = Counter(
+            "ferry_variant_requests", "Requests answered per traffic-split variant", ["model", "variant"], registry=r
+        )
+        self.shadow = Counter(
+            "ferry_shadow_comparisons",
+            "Shadow runs by whether they matched the answer given",
+            ["model", "variant", "outcome"],
+            registry=r,
+        )
         self.models_loaded = Gauge("ferry_models_loaded", "Model versions loaded and serving", registry=r)
 
     def on_batch(self, model: str, version: str, rows: int, seconds: float, waits: list[float]) -> None:

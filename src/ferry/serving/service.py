@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 import ferry
 from ferry.errors import (
@@ -17,6 +21,7 @@ from ferry.errors import (
     UnavailableError,
 )
 from ferry.serving import datatypes
+from ferry.serving import traffic as traffic_mod
 from ferry.serving.batching import Retired
 from ferry.serving.codec import InferRequest
 from ferry.serving.metrics import Metrics
@@ -38,6 +43,52 @@ class Service:
     registry: Registry
     settings: Settings = field(default_factory=Settings)
     metrics: Metrics = field(default_factory=Metrics)
+    traffic: dict[str, traffic_mod.TrafficPolicy] = field(default_factory=dict)
+    _background: set = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        for name, spec in self.registry.specs.items():
+            if "traffic" in spec.config:
+                self.traffic[name] = traffic_mod.parse(spec.config["traffic"], f"{name}/config.json")
+
+    def set_traffic(self, model: str, doc: Any) -> traffic_mod.TrafficPolicy:
+        policy = traffic_mod.parse(doc, f"traffic of {model!r}")
+        for variant in [*policy.split, *([policy.shadow] if policy.shadow else [])]:
+            name, version = traffic_mod.resolve(variant, model)
+            self.registry.get(name, version)  # every variant must exist now: refuse a split that would 404
+        self.traffic[model] = policy
+        return policy
+
+    def route(self, model: str, version: str | None, sticky: dict[str, str]) -> tuple[str, str | None, str | None]:
+        """(model, version, variant) that should answer; the variant is None without a traffic policy."""
+        policy = self.traffic.get(model)
+        if policy is None or version or not policy.split:
+            return model, version, None
+        key = sticky.get(policy.sticky_header) if policy.sticky_header else None
+        variant = traffic_mod.choose(policy.split, key, random.random())
+        name, ver = traffic_mod.resolve(variant, model)
+        return name, ver, variant
+
+    def start_shadow(self, model: str, request: InferRequest, answer: dict[str, np.ndarray]) -> None:
+        policy = self.traffic.get(model)
+        if policy is None or policy.shadow is None:
+            return
+        task = asyncio.create_task(self._shadow(model, policy.shadow, request, answer))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _shadow(self, model: str, variant: str, request: InferRequest, answer: dict[str, np.ndarray]) -> None:
+        name, version = traffic_mod.resolve(variant, model)
+        try:
+            _, results = await self.infer(name, version, request, "shadow")
+            same = results.keys() == answer.keys() and all(
+                results[k].shape == answer[k].shape and np.allclose(results[k], answer[k], rtol=1e-4, atol=1e-5)
+                for k in answer
+            )
+            outcome = "same" if same else "different"
+        except FerryError:
+            outcome = "error"
+        self.metrics.shadow.labels(model, variant, outcome).inc()
 
     def authorized(self, presented: str | None, admin: bool = False) -> bool:
         key = self.settings.api_key
@@ -51,6 +102,18 @@ class Service:
                 f"model control is {self.settings.model_control!r}; start with --model-control explicit "
                 "to load and unload models through the API"
             )
+
+    async def infer_routed(
+        self, model: str, version: str | None, request: InferRequest, protocol: str, headers: dict[str, str]
+    ) -> tuple[ServedModel, dict[str, np.ndarray], str | None]:
+        """`infer` for a request addressed to a model name: traffic split, sticky routing and shadow apply."""
+        name, ver, variant = self.route(model, version, headers)
+        served, results = await self.infer(name, ver, request, protocol)
+        if variant is not None:
+            self.metrics.variants.labels(model, variant).inc()
+        if not version:
+            self.start_shadow(model, request, results)
+        return served, results, variant
 
     async def infer(self, model: str, version: str | None, request: InferRequest, protocol: str):
         """Run one request; returns (served model, results). Counts the outcome either way."""

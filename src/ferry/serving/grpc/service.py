@@ -159,6 +159,8 @@ class GrpcService:
         if not open_ and not self._authorized(context, admin):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key")
         try:
+            if method == "ModelInfer":
+                return await self.ModelInfer(request, dict(context.invocation_metadata() or ()))
             return await getattr(self, method)(request)
         except FerryError as exc:
             code = next((c for cls, c in _CODES if isinstance(exc, cls)), grpc.StatusCode.INTERNAL)
@@ -184,10 +186,15 @@ class GrpcService:
                 getattr(response, side).add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
         return response
 
-    async def ModelInfer(self, req: Any) -> Any:
+    async def ModelInfer(self, req: Any, metadata: dict[str, str]) -> Any:
         request = decode_infer(req)
-        served, results = await self.service.infer(req.model_name, req.model_version or None, request, "grpc")
-        return encode_infer(self.m.ModelInferResponse, request, results, served.name, served.version)
+        served, results, variant = await self.service.infer_routed(
+            req.model_name, req.model_version or None, request, "grpc", metadata
+        )
+        response = encode_infer(self.m.ModelInferResponse, request, results, served.name, served.version)
+        if variant is not None:
+            response.parameters["variant"].string_param = variant
+        return response
 
     async def RepositoryIndex(self, req: Any) -> Any:
         response = self.m.RepositoryIndexResponse()

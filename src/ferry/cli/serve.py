@@ -28,6 +28,7 @@ from ferry.cli._options import DEMO_ROOT
 @click.option("--api-key", default=None, help="Require this key (Authorization: Bearer KEY, or X-API-Key).")
 @click.option("--api-key-file", type=click.Path(exists=True, path_type=Path), help="Read the key from a file.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True)
+@click.option("--hook", default=None, help="module:Class (or file.py:Class) with preprocess/postprocess.")
 @click.option("--grace-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True)
 def serve(
     path,
@@ -46,6 +47,7 @@ def serve(
     api_key,
     api_key_file,
     max_body_mb,
+    hook,
     grace_seconds,
 ) -> None:
     """Serve models over the Open Inference Protocol (HTTP/REST and gRPC)."""
@@ -80,6 +82,7 @@ def serve(
         settings=settings,
         grace_seconds=grace_seconds,
         poll_interval=poll_interval,
+        hook=hook,
     )
     logging.getLogger("ferry.serve").setLevel(
         logging.INFO if logging.getLogger().level <= logging.INFO else logging.WARNING

@@ -6,6 +6,8 @@ says where the JSON ends. Every malformed body raises RequestError with what was
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from dataclasses import dataclass, field
@@ -78,6 +80,8 @@ def decode_rest(body: bytes, header_length: int | None) -> InferRequest:
             offset += size
         else:
             inputs[name] = array_from_json(tensor.get("data"), dtype, shape, name)
+            if dtype.kind == "O" and isinstance(params, dict) and params.get("content_type") == "base64":
+                inputs[name] = _unbase64(inputs[name], name)
     if offset != len(binary):
         raise RequestError(f"{len(binary) - offset} bytes of binary data follow the inputs but no input claims them")
 
@@ -101,6 +105,16 @@ def decode_rest(body: bytes, header_length: int | None) -> InferRequest:
             if isinstance(oparams, dict) and "binary_data" in oparams:
                 request.binary_outputs[out["name"]] = bool(oparams["binary_data"])
     return request
+
+
+def _unbase64(array: np.ndarray, name: str) -> np.ndarray:
+    out = np.empty(array.size, dtype=object)
+    for i, text in enumerate(array.flat):
+        try:
+            out[i] = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise RequestError(f"input {name!r}: element {i} is not valid base64 ({exc})") from None
+    return out.reshape(array.shape)
 
 
 def array_from_bytes(raw: bytes, dtype: np.dtype, shape: tuple[int, ...], name: str) -> np.ndarray:

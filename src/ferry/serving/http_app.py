@@ -10,6 +10,7 @@ import json
 import logging
 from typing import Any
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -26,7 +27,7 @@ from ferry.errors import (
     UnavailableError,
 )
 from ferry.serving import paddle_compat
-from ferry.serving.codec import decode_rest, encode_rest
+from ferry.serving.codec import InferRequest, decode_rest, encode_rest
 from ferry.serving.metrics import CONTENT_TYPE
 from ferry.serving.service import Service
 
@@ -163,6 +164,33 @@ def build_app(service: Service) -> Starlette:
             return JSONResponse(paddle_compat.error(form, str(exc)), status_code=400)
         return JSONResponse(paddle_compat.encode(form, results))
 
+    async def predict_upload(request: Request) -> Response:
+        """Images as multipart files (or one image as the body) -> labels with scores."""
+        name = request.path_params["model"]
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form(max_files=256, max_part_size=settings.max_body_bytes)
+            images = [await f.read() for _, f in form.multi_items() if hasattr(f, "read")]
+        else:
+            images = [await read_body(request, settings.max_body_bytes)]
+        if not images or not all(images):
+            raise RequestError("send images as multipart/form-data files, or one image as the request body")
+        served = service.registry.get(name)
+        if not served.package.manifest.preprocessing:
+            raise RequestError(f"model {name!r} declares no preprocessing, so it cannot take images")
+        batch = np.empty(len(images), dtype=object)
+        batch[:] = images
+        req = InferRequest(inputs={served.package.signature.inputs[0].name: batch})
+        served, results, variant = await service.infer_routed(name, None, req, "http", dict(request.headers))
+        doc: dict[str, Any] = {"model_name": served.name, "model_version": served.version}
+        if "labels" in results:
+            doc["predictions"] = [
+                [{"label": lab.decode(), "score": float(sc)} for lab, sc in zip(labels, scores)]
+                for labels, scores in zip(results["labels"], results["scores"])
+            ]
+        doc["outputs"] = {k: v.tolist() for k, v in results.items() if k not in ("labels", "scores")}
+        return JSONResponse(doc, headers={"x-ferry-variant": variant} if variant else None)
+
     async def get_traffic(request: Request) -> Response:
         name = request.path_params["model"]
         service.registry.get(name)
@@ -189,6 +217,7 @@ def build_app(service: Service) -> Starlette:
         Route(model + "/ready", guarded(model_ready)),
         Route(versioned + "/ready", guarded(model_ready)),
         Route(model + "/infer", guarded(infer), methods=["POST"]),
+        Route(model + "/predict", guarded(predict_upload), methods=["POST"]),
         Route(model + "/traffic", guarded(get_traffic), methods=["GET"]),
         Route(model + "/traffic", guarded(set_traffic, admin=True), methods=["POST"]),
         Route(versioned + "/infer", guarded(infer), methods=["POST"]),

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import ferry
 from ferry.errors import FerryError, InputError, ModelNotFoundError, PackageError, UnavailableError
 from ferry.inference.validate import InputChecker
+from ferry.serving import pipeline
 from ferry.serving.batching import Batcher, BatchPolicy
 from ferry.serving.codec import InferRequest
 from ferry.serving.repository import ModelSpec, discover, is_package, read_model
@@ -30,19 +33,34 @@ class ServedModel:
     batcher: Batcher
     checker: InputChecker
     outputs: list[str]
+    hook: Any = None
 
-    def check(self, request: InferRequest) -> list[str]:
+    def check(self, inputs: dict[str, np.ndarray], requested: list[str] | None, extra: tuple[str, ...] = ()):
         """Validate before queueing: inputs against the signature, requested outputs against the model."""
-        self.checker.check(request.inputs)
-        if request.outputs is None:
+        self.checker.check(inputs)
+        if requested is None:
             return self.outputs
-        unknown = [o for o in request.outputs if o not in self.outputs]
+        unknown = [o for o in requested if o not in self.outputs and o not in extra]
         if unknown:
             raise InputError(f"model {self.name!r} has no output(s) {unknown}; outputs: {self.outputs}")
-        return request.outputs
+        return [o for o in requested if o in self.outputs] or self.outputs
 
     async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
-        return await self.batcher.submit(request.inputs, self.check(request))
+        inputs = request.inputs
+        if self.hook is not None and hasattr(self.hook, "preprocess"):
+            inputs = await asyncio.to_thread(self.hook.preprocess, inputs)
+        images = pipeline.wants_decoding(self.package, inputs)
+        if images:
+            inputs = await asyncio.to_thread(pipeline.decode_images, self.package, inputs)
+        extra = pipeline.EXTRA_OUTPUTS if images and pipeline.has_topk(self.package) else ()
+        outputs = await self.batcher.submit(inputs, self.check(inputs, request.outputs, extra))
+        if extra:
+            outputs = pipeline.label_outputs(self.package, outputs)
+        if self.hook is not None and hasattr(self.hook, "postprocess"):
+            outputs = await asyncio.to_thread(self.hook.postprocess, inputs, outputs)
+        if request.outputs is not None:
+            outputs = {k: outputs[k] for k in request.outputs if k in outputs}
+        return outputs
 
 
 def _batchable(package: ferry.ModelPackage) -> bool:
@@ -60,6 +78,7 @@ class Registry:
         backend: str = "auto",
         threads: int | None = None,
         on_batch: Callable | None = None,
+        hook: Any = None,
     ):
         self.root = Path(root)
         self._defaults, self._backend, self._threads = defaults, backend, threads
@@ -68,6 +87,7 @@ class Registry:
         self._states: dict[tuple[str, str], tuple[str, str]] = {}
         self._lock = threading.Lock()
         self._on_batch = on_batch
+        self._hook = hook
 
     # --- loading ------------------------------------------------------------------------------------
 
@@ -148,7 +168,7 @@ class Registry:
 
         batcher = Batcher(run, spec.policy, _batchable(package), f"{spec.name}-{version}", on_batch)
         checker = InputChecker(spec.name, package.signature)
-        return ServedModel(spec.name, version, package, predictor, batcher, checker, outputs)
+        return ServedModel(spec.name, version, package, predictor, batcher, checker, outputs, self._hook)
 
     def unload(self, name: str) -> None:
         with self._lock:

@@ -36,10 +36,17 @@ class ServeOptions:
     settings: Settings = field(default_factory=Settings)
     grace_seconds: float = 30.0
     poll_interval: float = 5.0
+    hook: str | None = None  # module:Class with preprocess/postprocess
 
 
 def build_service(options: ServeOptions) -> Service:
-    service = Service(Registry(options.path, options.policy, options.backend, options.threads), options.settings)
+    hook = None
+    if options.hook:
+        from ferry.serving.pipeline import load_hook
+
+        hook = load_hook(options.hook)
+    registry = Registry(options.path, options.policy, options.backend, options.threads, hook=hook)
+    service = Service(registry, options.settings)
     service.registry._on_batch = service.metrics.on_batch
     service.registry.load_all()
     return service

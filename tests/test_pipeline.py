@@ -105,3 +105,72 @@ def test_hook_class_wraps_the_model(tmp_path):
         outputs = {o["name"]: np.array(o["data"]) for o in json.loads(reply)["outputs"]}
         np.testing.assert_allclose(outputs["y"], (2 * x @ W).ravel(), rtol=1e-5)
         np.testing.assert_allclose(outputs["total"], (2 * x @ W).sum(axis=1), rtol=1e-5)
+
+
+def test_ensemble_chains_two_models(tmp_path):
+    repo = tmp_path / "repo"
+    ferry.save(linear_model(1.0), repo / "first" / "1", name="first")
+    # second: z[batch,3] = y * 3, as a one-node graph
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["y", "k"], ["z"])],
+        "second",
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[numpy_helper.from_array(np.array(3.0, np.float32), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    ferry.save(model, repo / "second" / "1", name="second")
+    (repo / "chain").mkdir()
+    (repo / "chain" / "config.json").write_text(
+        json.dumps(
+            {
+                "ensemble": {
+                    "inputs": ["features"],
+                    "outputs": ["final"],
+                    "steps": [
+                        {"model": "first", "inputs": {"x": "features"}, "outputs": {"y": "mid"}},
+                        {"model": "second", "inputs": {"y": "mid"}, "outputs": {"z": "final"}},
+                    ],
+                }
+            }
+        )
+    )
+    with running_server(repo) as s:
+        client = tritonhttp.InferenceServerClient(s.http)
+        meta = client.get_model_metadata("chain")
+        assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]
+        assert meta["outputs"] == [{"name": "final", "datatype": "FP32", "shape": [-1, 3]}]
+        x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+        inp = tritonhttp.InferInput("features", [3, 4], "FP32")
+        inp.set_data_from_numpy(x)
+        np.testing.assert_allclose(client.infer("chain", [inp]).as_numpy("final"), x @ W * 3, rtol=1e-5)
+        index = {m["name"]: m["state"] for m in client.get_model_repository_index()}
+        assert index["chain"] == "READY"
+        bad = tritonhttp.InferInput("x", [3, 4], "FP32")
+        bad.set_data_from_numpy(x)
+        with pytest.raises(Exception, match="takes \\['features'\\]"):
+            client.infer("chain", [bad])
+
+
+def test_ensemble_config_errors(tmp_path):
+    from ferry.errors import ConfigError
+    from ferry.serving.ensemble import parse
+
+    with pytest.raises(ConfigError, match="reads \\['nope'\\]"):
+        parse(
+            "e",
+            {
+                "inputs": ["x"],
+                "outputs": ["y"],
+                "steps": [{"model": "m", "inputs": {"a": "nope"}, "outputs": {"b": "y"}}],
+            },
+            tmp_path,
+        )
+    with pytest.raises(ConfigError, match="produced by no step"):
+        parse(
+            "e",
+            {"inputs": ["x"], "outputs": ["q"], "steps": [{"model": "m", "inputs": {"a": "x"}, "outputs": {"b": "y"}}]},
+            tmp_path,
+        )

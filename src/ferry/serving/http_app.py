@@ -158,7 +158,7 @@ def build_app(service: Service) -> Starlette:
             raise RequestError(f"request body is not valid JSON: {exc}") from None
         form = "pipeline" if isinstance(doc, dict) and "key" in doc else "feed"
         try:
-            req, form = paddle_compat.decode(doc, service.registry.get(name).package.signature)
+            req, form = paddle_compat.decode(doc, service.registry.get(name).signature)
             _, results, _ = await service.infer_routed(name, None, req, "paddle", dict(request.headers))
         except InputError as exc:
             return JSONResponse(paddle_compat.error(form, str(exc)), status_code=400)
@@ -176,7 +176,7 @@ def build_app(service: Service) -> Starlette:
         if not images or not all(images):
             raise RequestError("send images as multipart/form-data files, or one image as the request body")
         served = service.registry.get(name)
-        if not served.package.manifest.preprocessing:
+        if not getattr(served, "package", None) or not served.package.manifest.preprocessing:
             raise RequestError(f"model {name!r} declares no preprocessing, so it cannot take images")
         batch = np.empty(len(images), dtype=object)
         batch[:] = images

@@ -19,7 +19,8 @@ from ferry.inference.validate import InputChecker
 from ferry.serving import pipeline
 from ferry.serving.batching import Batcher, BatchPolicy
 from ferry.serving.codec import InferRequest
-from ferry.serving.repository import ModelSpec, discover, is_package, read_model
+from ferry.serving.ensemble import EnsembleModel
+from ferry.serving.repository import ModelSpec, discover, discover_ensembles, is_package, read_model
 
 log = logging.getLogger("ferry.serve")
 
@@ -34,6 +35,10 @@ class ServedModel:
     checker: InputChecker
     outputs: list[str]
     hook: Any = None
+
+    @property
+    def signature(self):
+        return self.package.signature
 
     def check(self, inputs: dict[str, np.ndarray], requested: list[str] | None, extra: tuple[str, ...] = ()):
         """Validate before queueing: inputs against the signature, requested outputs against the model."""
@@ -83,6 +88,7 @@ class Registry:
         self.root = Path(root)
         self._defaults, self._backend, self._threads = defaults, backend, threads
         self.specs = {s.name: s for s in discover(self.root, defaults, backend, threads)}
+        self.ensembles = {e.name: EnsembleModel(e, self) for e in discover_ensembles(self.root)}
         self._models: dict[str, dict[str, ServedModel]] = {}
         self._states: dict[tuple[str, str], tuple[str, str]] = {}
         self._lock = threading.Lock()
@@ -186,6 +192,8 @@ class Registry:
     # --- lookup -------------------------------------------------------------------------------------
 
     def get(self, name: str, version: str | None = None) -> ServedModel:
+        if name in self.ensembles and version in (None, "", "1"):
+            return self.ensembles[name]  # type: ignore[return-value]
         versions = self._models.get(name)
         if not versions:
             state = [s for (n, _), s in self._states.items() if n == name]
@@ -199,6 +207,11 @@ class Registry:
         except KeyError:
             raise ModelNotFoundError(f"model {name!r} has no version {version!r}; loaded: {sorted(versions)}") from None
 
+    def versions(self, name: str) -> list[str]:
+        if name in self.ensembles:
+            return ["1"]
+        return sorted(self._models.get(name, {}), key=int)
+
     def names(self) -> list[str]:
         return sorted(self._models)
 
@@ -206,13 +219,21 @@ class Registry:
         """Every configured model has every selected version loaded."""
         return all(
             self._models.get(name, {}).keys() >= spec.versions.keys() for name, spec in self.specs.items()
-        ) and bool(self.specs)
+        ) and bool(self.specs or self.ensembles)
 
     def index(self) -> list[dict[str, str]]:
         rows = []
         for (name, version), (state, reason) in sorted(self._states.items()):
             rows.append({"name": name, "version": version, "state": state, "reason": reason})
+        for name, ensemble in sorted(self.ensembles.items()):
+            missing = [s.model for s in ensemble.spec.steps if not self._has(s.model, s.version)]
+            state, reason = ("READY", "") if not missing else ("UNAVAILABLE", f"members not loaded: {missing}")
+            rows.append({"name": name, "version": "1", "state": state, "reason": reason})
         return rows
+
+    def _has(self, name: str, version: str | None) -> bool:
+        versions = self._models.get(name, {})
+        return bool(versions) if version is None else version in versions
 
     def all_models(self) -> list[ServedModel]:
         return [m for versions in list(self._models.values()) for m in versions.values()]

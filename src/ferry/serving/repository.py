@@ -19,6 +19,8 @@ from typing import Any
 from ferry.errors import ConfigError
 from ferry.package.manifest import MANIFEST_NAME
 from ferry.serving.batching import BatchPolicy
+from ferry.serving.ensemble import EnsembleSpec
+from ferry.serving.ensemble import parse as parse_ensemble
 
 
 @dataclass
@@ -49,7 +51,7 @@ def discover(root: Path, defaults: BatchPolicy, backend: str = "auto", threads: 
         raise ConfigError(f"{root}: not a package or a model repository folder")
     specs = [read_model(folder, defaults, backend, threads) for folder in sorted(root.iterdir()) if folder.is_dir()]
     specs = [s for s in specs if s is not None]
-    if not specs:
+    if not specs and not discover_ensembles(root):
         raise ConfigError(f"{root}: no models found; expected <model>/<version>/ferry.json, or a package folder")
     return specs
 
@@ -117,3 +119,21 @@ def _policy(config: dict[str, Any], defaults: BatchPolicy, source: Path) -> Batc
         return replace(defaults, **changes)
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def discover_ensembles(root: Path) -> list[EnsembleSpec]:
+    """Folders of `root` whose config.json declares an ensemble (and that hold no version folders)."""
+    if is_package(root) or not root.is_dir():
+        return []
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        config_path = folder / "config.json"
+        if not config_path.is_file() or any(p.name.isdigit() for p in folder.iterdir() if p.is_dir()):
+            continue
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{config_path}: not valid JSON ({exc})") from None
+        if isinstance(config, dict) and "ensemble" in config:
+            found.append(parse_ensemble(folder.name, config["ensemble"], config_path))
+    return found

@@ -163,8 +163,8 @@ class Service:
 
     def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
         served = self.registry.get(name, version)
-        sig = served.package.signature
-        versions = sorted(self.registry._models.get(name, {}), key=int)
+        sig = served.signature
+        versions = self.registry.versions(name)
 
         def tensors(specs) -> list[dict[str, Any]]:
             return [

@@ -3,6 +3,7 @@ and raw HTTP. Batching, repository control, errors, limits, auth, queue policy a
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import signal
@@ -475,3 +476,20 @@ def test_poll_reload_under_load_loses_no_request(tmp_path):
         assert seen_scales == {1.0, 2.0}  # served version 1, then version 2, and never version 3
         assert client.get_model_metadata("linear")["versions"] == ["2"]
         assert index[("linear", "3")]["state"] == "UNAVAILABLE"
+
+
+def test_workers_share_the_port_and_metrics_port(repo):
+    from serving_helpers import free_port
+
+    metrics_port = free_port()
+    with running_server(repo, "--workers", "2", "--metrics-port", str(metrics_port)) as s:
+        pids = set()
+        deadline = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < deadline:
+            status, headers, _ = post(s, "/v2/models/linear/infer", infer_body(x_batch(1)))  # a new connection each
+            assert status == 200
+            pids.add(headers["x-ferry-worker"])
+        assert len(pids) == 2
+        conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10)
+        conn.request("GET", "/metrics")
+        assert "ferry_requests_total" in conn.getresponse().read().decode()

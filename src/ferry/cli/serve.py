@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from ferry.cli._options import DEMO_ROOT
 @click.option("--api-key", default=None, help="Require this key (Authorization: Bearer KEY, or X-API-Key).")
 @click.option("--api-key-file", type=click.Path(exists=True, path_type=Path), help="Read the key from a file.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True)
+@click.option("--metrics-port", type=int, default=None, help="Also serve /metrics alone on this port.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes on the ports.")
 @click.option("--hook", default=None, help="module:Class (or file.py:Class) with preprocess/postprocess.")
 @click.option("--grace-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True)
 def serve(
@@ -47,13 +48,14 @@ def serve(
     api_key,
     api_key_file,
     max_body_mb,
+    metrics_port,
+    workers,
     hook,
     grace_seconds,
 ) -> None:
     """Serve models over the Open Inference Protocol (HTTP/REST and gRPC)."""
     from ferry.serving.batching import BatchPolicy
-    from ferry.serving.server import ServeOptions
-    from ferry.serving.server import serve as run
+    from ferry.serving.server import ServeOptions, run_workers
     from ferry.serving.service import Settings
 
     if demo:
@@ -83,8 +85,12 @@ def serve(
         grace_seconds=grace_seconds,
         poll_interval=poll_interval,
         hook=hook,
+        metrics_port=metrics_port,
+        workers=workers,
     )
+    if workers > 1 and model_control == "explicit":
+        raise click.UsageError("--model-control explicit needs --workers 1: each worker holds its own models")
     logging.getLogger("ferry.serve").setLevel(
         logging.INFO if logging.getLogger().level <= logging.INFO else logging.WARNING
     )
-    asyncio.run(run(options))
+    run_workers(options)

@@ -34,6 +34,7 @@ class Config:
         self.device = "cpu"
         self.device_id = 0
         self.tensorrt: TensorRTOptions | None = None
+        self.spinning = True
 
     @property
     def model_dir(self) -> Path | None:
@@ -59,6 +60,11 @@ class Config:
 
     def enable_memory_optim(self, on: bool = True) -> None:
         self.memory_optim = bool(on)
+
+    def set_spinning(self, on: bool) -> None:
+        """Whether idle engine threads spin waiting for work (lowest latency alone) or sleep (kinder to a
+        server's other threads and processes). Servers turn it off."""
+        self.spinning = bool(on)
 
     def enable_profile(self) -> None:
         self.profile = True
@@ -105,6 +111,7 @@ class Config:
             ("cpu threads", "engine default" if self.cpu_threads is None else str(self.cpu_threads)),
             ("ir optim", "on" if self.ir_optim else "off"),
             ("memory optim", "on" if self.memory_optim else "off"),
+            ("spinning", "on" if self.spinning else "off"),
             ("profile", "on" if self.profile else "off"),
         ]
         width = max(len(k) for k, _ in rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from ferry.serving.service import Service
 
 log = logging.getLogger("ferry.serve")
 HEADER_LENGTH = "inference-header-content-length"
+WORKER = str(os.getpid())  # which process answered, with --workers
 _STATUS = [
     (InputError, 400),
     (ConfigError, 400),
@@ -125,7 +127,7 @@ def build_app(service: Service) -> Starlette:
             p["model"], p.get("version"), req, "http", dict(request.headers)
         )
         payload, json_length = encode_rest(req, results, served.name, served.version)
-        headers = {"x-ferry-model-version": served.version}
+        headers = {"x-ferry-model-version": served.version, "x-ferry-worker": WORKER}
         if variant is not None:
             headers["x-ferry-variant"] = variant
         if json_length is None:
@@ -238,3 +240,13 @@ def _json_or_empty(body: bytes) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise RequestError(f"request body is not valid JSON: {exc}") from None
     return doc if isinstance(doc, dict) else {}
+
+
+def metrics_app(service: Service) -> Starlette:
+    """Only /metrics, for --metrics-port."""
+
+    async def metrics(_: Request) -> Response:
+        service.refresh_gauges()
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    return Starlette(routes=[Route("/metrics", metrics)])

@@ -160,6 +160,7 @@ class Registry:
         package = ferry.load(path)
         config = ferry.Config(package)
         config.set_backend(spec.backend)
+        config.set_spinning(False)  # spinning engine threads would take the cores from the event loop
         if spec.threads:
             config.set_cpu_threads(int(spec.threads))
         predictor = ferry.create_predictor(config)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import uvicorn
 
 from ferry.serving.batching import BatchPolicy
 from ferry.serving.grpc.service import GrpcService
-from ferry.serving.http_app import build_app
+from ferry.serving.http_app import build_app, metrics_app
 from ferry.serving.registry import Registry
 from ferry.serving.service import Service, Settings
 
@@ -37,6 +40,8 @@ class ServeOptions:
     grace_seconds: float = 30.0
     poll_interval: float = 5.0
     hook: str | None = None  # module:Class with preprocess/postprocess
+    metrics_port: int | None = None  # also serve /metrics alone on this port
+    workers: int = 1  # processes sharing the ports (SO_REUSEPORT), each with its own models and queues
 
 
 def build_service(options: ServeOptions) -> Service:
@@ -52,8 +57,48 @@ def build_service(options: ServeOptions) -> Service:
     return service
 
 
-async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> None:
+def _listen(host: str, port: int, shared: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Accepted connections inherit this: without it, a response written in two parts (headers, body)
+    # waits out the client's delayed ACK, some 40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_workers(options: ServeOptions) -> None:
+    """`options.workers` processes serve the same ports; this one is the first, the rest are children."""
+    if options.workers <= 1:
+        asyncio.run(serve(options))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    children = [ctx.Process(target=_child, args=(options,), daemon=False) for _ in range(options.workers - 1)]
+    for child in children:
+        child.start()
+    try:
+        asyncio.run(serve(options))
+    finally:
+        for child in children:
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+        for child in children:
+            child.join(options.grace_seconds + 5)
+
+
+def _child(options: ServeOptions) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    asyncio.run(serve(options, announce=False))
+
+
+async def serve(options: ServeOptions, ready: asyncio.Event | None = None, announce: bool = True) -> None:
     service = build_service(options)
+    shared = options.workers > 1
     config = uvicorn.Config(
         build_app(service),
         host=options.host,
@@ -67,7 +112,12 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
     http.install_signal_handlers = lambda: None  # ours below stop both servers
     grpc_server = None
     if options.grpc_port is not None:
-        grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", options.settings.max_body_bytes)])
+        grpc_server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", options.settings.max_body_bytes),
+                ("grpc.so_reuseport", 1 if shared else 0),
+            ]
+        )
         grpc_server.add_generic_rpc_handlers((GrpcService(service).handler(),))
         grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
         await grpc_server.start()
@@ -85,12 +135,23 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
         from ferry.serving.poll import poll_repository
 
         poller = asyncio.create_task(poll_repository(service.registry, options.poll_interval, stop))
-    http_task = asyncio.create_task(http.serve())
+    http_task = asyncio.create_task(http.serve(sockets=[_listen(options.host, options.http_port, shared)]))
+    metrics_server = None
+    if options.metrics_port is not None:
+        metrics_server = uvicorn.Server(
+            uvicorn.Config(metrics_app(service), host=options.host, port=options.metrics_port, log_level="warning",
+                           access_log=False, lifespan="off")
+        )  # fmt: skip
+        metrics_server.install_signal_handlers = lambda: None
+        metrics_task = asyncio.create_task(
+            metrics_server.serve(sockets=[_listen(options.host, options.metrics_port, shared)])
+        )
     while not http.started and not http_task.done():
         await asyncio.sleep(0.01)
     if http_task.done():
         await http_task  # it failed to start: raise why
-    _announce(options, service)
+    if announce:
+        _announce(options, service)
     if ready is not None:
         ready.set()
     await stop.wait()
@@ -102,6 +163,9 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
     if grpc_server is not None:
         await grpc_server.stop(options.grace_seconds)
     await http_task
+    if metrics_server is not None:
+        metrics_server.should_exit = True
+        await metrics_task
     await asyncio.to_thread(service.registry.close)
     log.info("stopped")
 
@@ -113,7 +177,10 @@ def _announce(options: ServeOptions, service: Service) -> None:
     for row in service.registry.index():
         if row["state"] != "READY":
             log.warning("not serving %s version %s: %s", row["name"], row["version"], row["reason"])
-    log.warning("HTTP  %s/v2  (metrics at %s/metrics)", base, base)
+    metrics = f"http://{options.host}:{options.metrics_port}" if options.metrics_port else base
+    log.warning("HTTP  %s/v2  (metrics at %s/metrics)", base, metrics)
+    if options.workers > 1:
+        log.warning("%d worker processes share the ports", options.workers)
     if options.grpc_port is not None:
         log.warning("gRPC  %s:%d  (inference.GRPCInferenceService)", options.host, options.grpc_port)
     models = service.registry.all_models()

@@ -113,6 +113,9 @@ class OrtBackend(EngineBackend):
         so.enable_mem_reuse = config.memory_optim
         so.enable_cpu_mem_arena = config.memory_optim
         so.log_severity_level = 3
+        if not config.spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if config.profile:
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"ferry-ort-{os.getpid()}")

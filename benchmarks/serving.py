@@ -1,0 +1,198 @@
+"""Serving benchmark: ferry against PyTriton and a bare FastAPI endpoint, same ONNX Runtime model, wrk as
+the load generator, 127.0.0.1 only, bounded runs, one server at a time.
+
+    bash benchmarks/setup_serving_peers.sh          # venvs for the peers (PyTriton pins its own numpy)
+    python benchmarks/serving.py --seconds 10
+
+The model is a tiny MLP (64 -> 128 -> 10). ferry and PyTriton get the Open Inference Protocol JSON body
+(`{"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [...]}]}`); FastAPI gets
+`{"x": [...]}`, as the floor of what a bare Python endpoint does. Both ferry and PyTriton batch dynamically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+PYTRITON_APP = """
+import sys, numpy as np, onnxruntime as ort
+from pytriton.decorators import batch
+from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+from pytriton.triton import Triton, TritonConfig
+model, http_port, grpc_port, metrics_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+so = ort.SessionOptions(); so.intra_op_num_threads = 1
+sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+@batch
+def infer(x):
+    return {"y": sess.run(None, {"x": x})[0]}
+config = TritonConfig(http_address="127.0.0.1", http_port=http_port, grpc_address="127.0.0.1", grpc_port=grpc_port,
+                      metrics_address="127.0.0.1", metrics_port=metrics_port)
+with Triton(config=config) as triton:
+    triton.bind(model_name="mlp", infer_func=infer, inputs=[Tensor(name="x", dtype=np.float32, shape=(64,))],
+                outputs=[Tensor(name="y", dtype=np.float32, shape=(10,))],
+                config=ModelConfig(max_batch_size=64, batcher=DynamicBatcher(max_queue_delay_microseconds=500)))
+    triton.serve()
+"""
+FASTAPI_APP = """
+import os, numpy as np, onnxruntime as ort
+from fastapi import FastAPI, Request
+so = ort.SessionOptions(); so.intra_op_num_threads = 1
+sess = ort.InferenceSession(os.environ["MODEL"], so, providers=["CPUExecutionProvider"])
+app = FastAPI()
+@app.post("/predict")
+async def predict(request: Request):
+    body = await request.json()
+    x = np.asarray(body["x"], dtype=np.float32).reshape(1, 64)
+    return {"y": sess.run(None, {"x": x})[0].tolist()}
+"""
+LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("{body}", "r")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def wait_ready(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def run_wrk(url: str, lua: Path, connections: int, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": ms("50%"),
+        "p99": ms("99%"),
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def make_model(work: Path) -> Path:
+    import torch
+
+    import ferry
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)).eval()
+    pkg = work / "mlp"
+    ferry.export(module, torch.randn(2, 64), pkg, input_names=["x"], output_names=["y"], exporter="torchscript",
+                 overwrite=True)  # fmt: skip
+    x = np.random.default_rng(0).random(64).round(4).tolist()
+    (work / "oip.json").write_text(
+        json.dumps({"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": x}]})
+    )
+    (work / "plain.json").write_text(json.dumps({"x": x}))
+    for name in ("oip", "plain"):
+        (work / f"{name}.lua").write_text(LUA.format(body=work / f"{name}.json"))
+    return pkg
+
+
+def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", default="16,64")
+    parser.add_argument("--triton-python", default="/tmp/venv-triton/bin/python")
+    parser.add_argument("--fastapi-python", default="/tmp/venv-fastapi/bin/python")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ferry-serving-bench-"))
+    pkg = make_model(work)
+    conns = [int(c) for c in args.connections.split(",")]
+    port = 18500
+    servers = {
+        "ferry (1 worker)": (
+            [sys.executable, "-m", "ferry", "serve", str(pkg), "--http-port", str(port), "--grpc-port", "0"],
+            None, f"http://127.0.0.1:{port}/v2/models/mlp/infer", work / "oip.lua",
+        ),
+        "ferry (2 workers)": (
+            [sys.executable, "-m", "ferry", "serve", str(pkg), "--http-port", str(port), "--grpc-port", "0",
+             "--workers", "2"],
+            None, f"http://127.0.0.1:{port}/v2/models/mlp/infer", work / "oip.lua",
+        ),
+    }  # fmt: skip
+    if Path(args.triton_python).exists():
+        app = work / "pytriton_app.py"
+        app.write_text(PYTRITON_APP)
+        # PyTriton's Python-backend stub links the system libpython unless pointed at this Python's LIBDIR.
+        libdir = subprocess.run(
+            [args.triton_python, "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        servers["PyTriton"] = (
+            [args.triton_python, str(app), str(pkg / "model.onnx"), str(port), str(port + 1), str(port + 2)],
+            {"LD_LIBRARY_PATH": libdir}, f"http://127.0.0.1:{port}/v2/models/mlp/infer", work / "oip.lua",
+        )  # fmt: skip
+    if Path(args.fastapi_python).exists():
+        port += 10  # PyTriton's tritonserver may hold its ports for a moment after it is stopped
+        (work / "fastapi_app.py").write_text(FASTAPI_APP)
+        servers["FastAPI + uvicorn (floor)"] = (
+            [args.fastapi_python, "-m", "uvicorn", "fastapi_app:app", "--host", "127.0.0.1", "--port", str(port),
+             "--app-dir", str(work), "--log-level", "warning", "--no-access-log"],
+            {"MODEL": str(pkg / "model.onnx")}, f"http://127.0.0.1:{port}/predict", work / "plain.lua",
+        )  # fmt: skip
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    for name, (cmd, env, url, lua) in servers.items():
+        proc = start(cmd, env)
+        try:
+            wait_ready(url.replace("/infer", "/ready") if "/v2/" in url else url.replace("/predict", "/docs"))
+            run_wrk(url, lua, 16, 2)  # warm up
+            results[name] = {c: run_wrk(url, lua, c, args.seconds) for c in conns}
+            print(name, json.dumps(results[name]), flush=True)
+        finally:
+            stop(proc)
+            time.sleep(1)
+    base = results.get("PyTriton")
+    print()
+    print("| server | " + " | ".join(f"c{c} req/s | c{c} p50 ms | c{c} p99 ms" for c in conns) + " | vs PyTriton |")
+    print("|---|" + "---|---|---|" * len(conns) + "---|")
+    for name, by_c in results.items():
+        cells = " | ".join(f"{by_c[c]['rps']:.0f} | {by_c[c]['p50']:.2f} | {by_c[c]['p99']:.2f}" for c in conns)
+        ratio = " / ".join(f"{by_c[c]['rps'] / base[c]['rps']:.2f}x" for c in conns) if base else "–"
+        print(f"| {name} | {cells} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,7 @@ The tree::
     │   └── ParityError             converted outputs differ from the source beyond tolerance
     ├── InputError                  inputs do not match the signature (name, dtype, rank, dimension)
     │   └── RequestError            a malformed request to the server (JSON, protobuf, binary sizes)
+    │       └── PayloadTooLargeError    the body is over the server's limit                    (413)
     ├── ServingError                the server cannot answer this request now
     │   ├── ModelNotFoundError      no such model or version                                   (404)
     │   ├── UnavailableError        not ready, unloading, or the queue is full                 (503)
@@ -72,6 +73,10 @@ class RequestError(InputError):
     """A request to the server is malformed: bad JSON or protobuf, sizes that do not match the data."""
 
 
+class PayloadTooLargeError(RequestError):
+    """The request body is over the server's size limit."""
+
+
 class ServingError(FerryError):
     """The server cannot answer this request now."""
 
@@ -113,6 +118,7 @@ __all__ = [
     "ModelNotFoundError",
     "PackageError",
     "ParityError",
+    "PayloadTooLargeError",
     "RequestError",
     "ServingError",
     "SignatureMismatchError",

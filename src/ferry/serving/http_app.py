@@ -17,45 +17,22 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ferry.errors import (
-    ConfigError,
-    DeadlineError,
-    FerryError,
-    InputError,
-    ModelNotFoundError,
-    PackageError,
-    RequestError,
-    UnavailableError,
-)
+from ferry.errors import FerryError, InputError, PayloadTooLargeError, RequestError
 from ferry.serving import paddle_compat
 from ferry.serving.codec import InferRequest, decode_rest, encode_rest
 from ferry.serving.metrics import CONTENT_TYPE
-from ferry.serving.service import Service
+from ferry.serving.service import Service, status_for
 
 log = logging.getLogger("ferry.serve")
 HEADER_LENGTH = "inference-header-content-length"
 WORKER = str(os.getpid())  # which process answered, with --workers
-_STATUS = [
-    (InputError, 400),
-    (ConfigError, 400),
-    (PackageError, 400),  # asked to load a package that does not verify
-    (ModelNotFoundError, 404),
-    (UnavailableError, 503),
-    (DeadlineError, 504),
-]
-
-
-class PayloadTooLarge(RequestError):
-    pass
 
 
 def error_response(exc: BaseException) -> Response:
-    if isinstance(exc, PayloadTooLarge):
-        return JSONResponse({"error": str(exc)}, status_code=413)
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            headers = {"Retry-After": "1"} if status == 503 else None
-            return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+    status, _ = status_for(exc)
+    if status != 500:
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
     if isinstance(exc, FerryError):
         log.error("internal error: %s", exc)
         return JSONResponse({"error": f"internal error: {exc}"}, status_code=500)
@@ -66,12 +43,12 @@ def error_response(exc: BaseException) -> Response:
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit")
+        raise PayloadTooLargeError(f"request body of {declared} bytes is over the {limit}-byte limit")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
+            raise PayloadTooLargeError(f"request body is over the {limit}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
 

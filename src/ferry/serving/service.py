@@ -18,6 +18,8 @@ from ferry.errors import (
     FerryError,
     InputError,
     ModelNotFoundError,
+    PackageError,
+    PayloadTooLargeError,
     UnavailableError,
 )
 from ferry.serving import datatypes
@@ -28,6 +30,22 @@ from ferry.serving.metrics import Metrics
 from ferry.serving.registry import Registry, ServedModel
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+# What each error means on the wire, most specific first: (class, HTTP status, gRPC status code name).
+OUTCOMES: list[tuple[type[Exception], int, str]] = [
+    (PayloadTooLargeError, 413, "RESOURCE_EXHAUSTED"),
+    (InputError, 400, "INVALID_ARGUMENT"),
+    (ConfigError, 400, "FAILED_PRECONDITION"),
+    (PackageError, 400, "INVALID_ARGUMENT"),  # asked to load a package that does not verify
+    (ModelNotFoundError, 404, "NOT_FOUND"),
+    (UnavailableError, 503, "UNAVAILABLE"),
+    (DeadlineError, 504, "DEADLINE_EXCEEDED"),
+]
+
+
+def status_for(exc: BaseException) -> tuple[int, str]:
+    """(HTTP status, gRPC code name) for an error; 500 / INTERNAL for anything not ours to explain."""
+    return next(((h, g) for cls, h, g in OUTCOMES if isinstance(exc, cls)), (500, "INTERNAL"))
 
 
 @dataclass

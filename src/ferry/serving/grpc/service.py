@@ -16,19 +16,10 @@ import grpc
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from ferry.errors import (
-    ConfigError,
-    DeadlineError,
-    FerryError,
-    InputError,
-    ModelNotFoundError,
-    PackageError,
-    RequestError,
-    UnavailableError,
-)
+from ferry.errors import FerryError, RequestError
 from ferry.serving import datatypes
 from ferry.serving.codec import InferRequest, array_from_bytes
-from ferry.serving.service import Service
+from ferry.serving.service import Service, status_for
 
 SERVICE = "inference.GRPCInferenceService"
 _DESCRIPTOR = Path(__file__).with_name("inference.desc")
@@ -46,14 +37,6 @@ _CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-_CODES = [
-    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
-    (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
-    (PackageError, grpc.StatusCode.INVALID_ARGUMENT),
-    (ModelNotFoundError, grpc.StatusCode.NOT_FOUND),
-    (UnavailableError, grpc.StatusCode.UNAVAILABLE),
-    (DeadlineError, grpc.StatusCode.DEADLINE_EXCEEDED),
-]
 METHODS = {
     "ServerLive": ("ServerLiveRequest", "ServerLiveResponse"),
     "ServerReady": ("ServerReadyRequest", "ServerReadyResponse"),
@@ -163,8 +146,7 @@ class GrpcService:
                 return await self.ModelInfer(request, dict(context.invocation_metadata() or ()))
             return await getattr(self, method)(request)
         except FerryError as exc:
-            code = next((c for cls, c in _CODES if isinstance(exc, cls)), grpc.StatusCode.INTERNAL)
-            await context.abort(code, str(exc))
+            await context.abort(getattr(grpc.StatusCode, status_for(exc)[1]), str(exc))
 
     async def ServerLive(self, _: Any) -> Any:
         return self.m.ServerLiveResponse(live=True)

@@ -493,3 +493,37 @@ def test_workers_share_the_port_and_metrics_port(repo):
         conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10)
         conn.request("GET", "/metrics")
         assert "ferry_requests_total" in conn.getresponse().read().decode()
+
+
+def test_a_client_that_disconnects_has_its_queued_work_cancelled(tmp_path):
+    import socket
+
+    from serving_helpers import slow_model
+
+    pkg = ferry.save(slow_model(rounds=800), tmp_path / "veryslow", name="veryslow")
+    with running_server(pkg.root, "--max-batch-size", "1") as s:
+        body = infer_body(np.ones((1, 1024), np.float32))
+        request = (
+            f"POST /v2/models/veryslow/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        blocker = threading.Thread(target=lambda: post(s, "/v2/models/veryslow/infer", body))
+        blocker.start()
+        time.sleep(0.02)
+        quitters = []
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", s.http_port))
+            sock.sendall(request)
+            quitters.append(sock)
+        time.sleep(0.02)
+        for sock in quitters:
+            sock.close()  # gone before their turn
+        blocker.join()
+        assert post(s, "/v2/models/veryslow/infer", body)[0] == 200
+        text = get(s, "/metrics")[1].decode()
+        runs = re.search(r'ferry_batch_rows_count\{model="veryslow",version="1"\} (\S+)', text)
+        cancelled = re.search(
+            r'ferry_requests_total\{model="veryslow",outcome="cancelled",protocol="http",version="1"\} (\S+)', text
+        )
+        assert runs and float(runs.group(1)) == 2  # the blocker and the last request; the quitters never ran
+        assert cancelled and float(cancelled.group(1)) == 3

@@ -163,6 +163,9 @@ class Service:
         except DeadlineError:
             outcome = "timeout"
             raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the client went away; its queued request is dropped unrun
+            raise
         finally:
             self.metrics.in_flight.dec()
             ver = served.version if served else (version or "")

@@ -146,7 +146,7 @@ def build_app(service: Service) -> Starlette:
             raise RequestError(f"Inference-Header-Content-Length must be a number, got {header_length!r}")
         req = decode_rest(body, int(header_length) if header_length is not None else None)
         served, results, variant = await sweeper.run(
-            request, service.infer_routed(p["model"], p.get("version"), req, "http", dict(request.headers))
+            request, service.infer_routed(p["model"], p.get("version"), req, "http", request.headers)
         )
         payload, json_length = encode_rest(req, results, served.name, served.version)
         headers = {"x-ferry-model-version": served.version, "x-ferry-worker": WORKER}
@@ -183,7 +183,7 @@ def build_app(service: Service) -> Starlette:
         form = "pipeline" if isinstance(doc, dict) and "key" in doc else "feed"
         try:
             req, form = paddle_compat.decode(doc, service.registry.get(name).signature)
-            _, results, _ = await service.infer_routed(name, None, req, "paddle", dict(request.headers))
+            _, results, _ = await service.infer_routed(name, None, req, "paddle", request.headers)
         except InputError as exc:
             return JSONResponse(paddle_compat.error(form, str(exc)), status_code=400)
         return JSONResponse(paddle_compat.encode(form, results))
@@ -205,7 +205,7 @@ def build_app(service: Service) -> Starlette:
         batch = np.empty(len(images), dtype=object)
         batch[:] = images
         req = InferRequest(inputs={served.package.signature.inputs[0].name: batch})
-        served, results, variant = await service.infer_routed(name, None, req, "http", dict(request.headers))
+        served, results, variant = await service.infer_routed(name, None, req, "http", request.headers)
         doc: dict[str, Any] = {"model_name": served.name, "model_version": served.version}
         if "labels" in results:
             doc["predictions"] = [

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,7 @@ class Service:
         self.traffic[model] = policy
         return policy
 
-    def route(self, model: str, version: str | None, sticky: dict[str, str]) -> tuple[str, str | None, str | None]:
+    def route(self, model: str, version: str | None, sticky: Mapping[str, str]) -> tuple[str, str | None, str | None]:
         """(model, version, variant) that should answer; the variant is None without a traffic policy."""
         policy = self.traffic.get(model)
         if policy is None or version or not policy.split:
@@ -122,7 +123,7 @@ class Service:
             )
 
     async def infer_routed(
-        self, model: str, version: str | None, request: InferRequest, protocol: str, headers: dict[str, str]
+        self, model: str, version: str | None, request: InferRequest, protocol: str, headers: Mapping[str, str]
     ) -> tuple[ServedModel, dict[str, np.ndarray], str | None]:
         """`infer` for a request addressed to a model name: traffic split, sticky routing and shadow apply."""
         name, ver, variant = self.route(model, version, headers)

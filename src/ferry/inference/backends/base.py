@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -61,7 +62,7 @@ def aggregate(rows: list[tuple[str, float]]) -> list[OpTime]:
     return sorted((OpTime(op, int(n), t) for op, (n, t) in totals.items()), key=lambda r: -r.total_ms)
 
 
-class EngineBackend:
+class EngineBackend(abc.ABC):
     """What the engine modules share: found by import name, and an opset limit learned by probing."""
 
     name = ""
@@ -72,9 +73,9 @@ class EngineBackend:
 
         return importlib.util.find_spec(self.module) is not None
 
+    @abc.abstractmethod
     def accepts(self, model: bytes) -> bool:
         """Whether the engine loads this serialized model."""
-        raise NotImplementedError
 
     def max_opset(self) -> int:
         if not hasattr(self, "_max_opset"):

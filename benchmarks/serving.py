@@ -4,6 +4,9 @@ the load generator, 127.0.0.1 only, bounded runs, one server at a time.
     bash benchmarks/setup_serving_peers.sh          # venvs for the peers (PyTriton pins its own numpy)
     python benchmarks/serving.py --seconds 10
 
+gRPC load comes from nghttp2's h2load (Debian's nghttp2-client) posting one length-prefixed
+ModelInferRequest with raw contents; PyTriton's gRPC port answers the same message.
+
 The model is a tiny MLP (64 -> 128 -> 10). ferry and PyTriton get the Open Inference Protocol JSON body
 (`{"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [...]}]}`); FastAPI gets
 `{"x": [...]}`, as the floor of what a bare Python endpoint does. Both ferry and PyTriton batch dynamically.
@@ -97,6 +100,41 @@ def run_wrk(url: str, lua: Path, connections: int, seconds: int) -> dict[str, fl
     }
 
 
+def run_h2load(url: str, body: Path, connections: int, requests: int) -> dict[str, float]:
+    """gRPC load from nghttp2's h2load: the body is one length-prefixed ModelInferRequest."""
+    out = subprocess.run(
+        ["h2load", "-c", str(connections), "-m", "1", "-n", str(requests),
+         "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    found = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    if found is None:
+        raise RuntimeError(f"h2load said:\n{out[-2000:]}")
+    rps = float(found.group(1))
+    failed = re.search(r"(\d+) failed, (\d+) errored", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}[mean.group(2)] if mean else float("nan")
+    return {
+        "rps": rps,
+        "mean_ms": float(mean.group(1)) * unit if mean else float("nan"),
+        "errors": float(int(failed.group(1)) + int(failed.group(2))) if failed else 0.0,
+    }
+
+
+def grpc_body(work: Path) -> Path:
+    from ferry.serving.grpc.service import messages
+
+    m = messages()
+    req = m.ModelInferRequest(model_name="mlp")
+    tensor = req.inputs.add(name="x", datatype="FP32")
+    tensor.shape.extend([1, 64])
+    req.raw_input_contents.append(np.random.default_rng(0).random((1, 64)).astype(np.float32).tobytes())
+    data = req.SerializeToString()
+    path = work / "grpc.bin"
+    path.write_bytes(b"\x00" + len(data).to_bytes(4, "big") + data)
+    return path
+
+
 def make_model(work: Path) -> Path:
     import torch
 
@@ -135,6 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", default="16,64")
+    parser.add_argument("--grpc-requests", type=int, default=10000, help="requests per gRPC run")
     parser.add_argument("--triton-python", default="/tmp/venv-triton/bin/python")
     parser.add_argument("--fastapi-python", default="/tmp/venv-fastapi/bin/python")
     args = parser.parse_args()
@@ -144,11 +183,11 @@ def main() -> None:
     port = 18500
     servers = {
         "ferry (1 worker)": (
-            [sys.executable, "-m", "ferry", "serve", str(pkg), "--http-port", str(port), "--grpc-port", "0"],
+            [sys.executable, "-m", "ferry", "serve", str(pkg), "--http-port", str(port), "--grpc-port", str(port + 1)],
             None, f"http://127.0.0.1:{port}/v2/models/mlp/infer", work / "oip.lua",
         ),
         "ferry (2 workers)": (
-            [sys.executable, "-m", "ferry", "serve", str(pkg), "--http-port", str(port), "--grpc-port", "0",
+            [sys.executable, "-m", "ferry", "serve", str(pkg), "--http-port", str(port), "--grpc-port", str(port + 1),
              "--workers", "2"],
             None, f"http://127.0.0.1:{port}/v2/models/mlp/infer", work / "oip.lua",
         ),
@@ -173,6 +212,9 @@ def main() -> None:
              "--app-dir", str(work), "--log-level", "warning", "--no-access-log"],
             {"MODEL": str(pkg / "model.onnx")}, f"http://127.0.0.1:{port}/predict", work / "plain.lua",
         )  # fmt: skip
+    grpc_servers = {"ferry (1 worker)", "ferry (2 workers)", "PyTriton"}
+    body = grpc_body(work)
+    grpc_results: dict[str, dict[int, dict[str, float]]] = {}
     results: dict[str, dict[int, dict[str, float]]] = {}
     for name, (cmd, env, url, lua) in servers.items():
         proc = start(cmd, env)
@@ -181,6 +223,12 @@ def main() -> None:
             run_wrk(url, lua, 16, 2)  # warm up
             results[name] = {c: run_wrk(url, lua, c, args.seconds) for c in conns}
             print(name, json.dumps(results[name]), flush=True)
+            if name in grpc_servers:
+                http_port = int(url.split(":")[2].split("/")[0])
+                grpc_url = f"http://127.0.0.1:{http_port + 1}/inference.GRPCInferenceService/ModelInfer"
+                run_h2load(grpc_url, body, 16, 500)  # warm up
+                grpc_results[name] = {c: run_h2load(grpc_url, body, c, args.grpc_requests) for c in conns}
+                print(name, "gRPC", json.dumps(grpc_results[name]), flush=True)
         finally:
             stop(proc)
             time.sleep(1)
@@ -191,6 +239,14 @@ def main() -> None:
     for name, by_c in results.items():
         cells = " | ".join(f"{by_c[c]['rps']:.0f} | {by_c[c]['p50']:.2f} | {by_c[c]['p99']:.2f}" for c in conns)
         ratio = " / ".join(f"{by_c[c]['rps'] / base[c]['rps']:.2f}x" for c in conns) if base else "–"
+        print(f"| {name} | {cells} | {ratio} |")
+    gbase = grpc_results.get("PyTriton")
+    print()
+    print("| gRPC (h2load) | " + " | ".join(f"c{c} req/s | c{c} mean ms" for c in conns) + " | vs PyTriton |")
+    print("|---|" + "---|---|" * len(conns) + "---|")
+    for name, by_c in grpc_results.items():
+        cells = " | ".join(f"{by_c[c]['rps']:.0f} | {by_c[c]['mean_ms']:.2f}" for c in conns)
+        ratio = " / ".join(f"{by_c[c]['rps'] / gbase[c]['rps']:.2f}x" for c in conns) if gbase else "–"
         print(f"| {name} | {cells} | {ratio} |")
 
 

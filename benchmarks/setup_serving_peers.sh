@@ -3,4 +3,4 @@
 set -euo pipefail
 python3 -m venv /tmp/venv-triton && /tmp/venv-triton/bin/pip install -q nvidia-pytriton onnxruntime
 python3 -m venv /tmp/venv-fastapi && /tmp/venv-fastapi/bin/pip install -q fastapi "uvicorn[standard]" onnxruntime numpy
-command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+command -v wrk >/dev/null && command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk nghttp2-client)

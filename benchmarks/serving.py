@@ -1,5 +1,6 @@
-"""Serving benchmark: ferry against PyTriton and a bare FastAPI endpoint, same ONNX Runtime model, wrk as
-the load generator, 127.0.0.1 only, bounded runs, one server at a time.
+"""Serving benchmark: ferry against PyTriton, LitServe, BentoML and a bare FastAPI endpoint, on the same
+ONNX Runtime model; wrk (HTTP) and h2load (gRPC) as load generators; 127.0.0.1 only, bounded runs, one
+server at a time.
 
     bash benchmarks/setup_serving_peers.sh          # venvs for the peers (PyTriton pins its own numpy)
     python benchmarks/serving.py --seconds 10
@@ -58,6 +59,32 @@ async def predict(request: Request):
     body = await request.json()
     x = np.asarray(body["x"], dtype=np.float32).reshape(1, 64)
     return {"y": sess.run(None, {"x": x})[0].tolist()}
+"""
+LITSERVE_APP = """
+import os, numpy as np, onnxruntime as ort, litserve as ls
+class MLP(ls.LitAPI):
+    def setup(self, device):
+        so = ort.SessionOptions(); so.intra_op_num_threads = 1
+        self.sess = ort.InferenceSession(os.environ["MODEL"], so, providers=["CPUExecutionProvider"])
+    def decode_request(self, request):
+        return np.asarray(request["x"], dtype=np.float32).reshape(1, 64)
+    def predict(self, x):
+        return self.sess.run(None, {"x": x})[0]
+    def encode_response(self, output):
+        return {"y": output.tolist()}
+if __name__ == "__main__":
+    ls.LitServer(MLP(), accelerator="cpu").run(host="127.0.0.1", port=int(os.environ["PORT"]))
+"""
+BENTO_APP = """
+import os, numpy as np, onnxruntime as ort, bentoml
+@bentoml.service(workers=1)
+class MLP:
+    def __init__(self):
+        so = ort.SessionOptions(); so.intra_op_num_threads = 1
+        self.sess = ort.InferenceSession(os.environ["MODEL"], so, providers=["CPUExecutionProvider"])
+    @bentoml.api
+    def predict(self, x: list[float]) -> dict:
+        return {"y": self.sess.run(None, {"x": np.asarray(x, dtype=np.float32).reshape(1, 64)})[0].tolist()}
 """
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -176,6 +203,8 @@ def main() -> None:
     parser.add_argument("--grpc-requests", type=int, default=10000, help="requests per gRPC run")
     parser.add_argument("--triton-python", default="/tmp/venv-triton/bin/python")
     parser.add_argument("--fastapi-python", default="/tmp/venv-fastapi/bin/python")
+    parser.add_argument("--litserve-python", default="/tmp/venv-litserve/bin/python")
+    parser.add_argument("--bentoml-python", default="/tmp/venv-bento/bin/python")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ferry-serving-bench-"))
     pkg = make_model(work)
@@ -212,6 +241,24 @@ def main() -> None:
              "--app-dir", str(work), "--log-level", "warning", "--no-access-log"],
             {"MODEL": str(pkg / "model.onnx")}, f"http://127.0.0.1:{port}/predict", work / "plain.lua",
         )  # fmt: skip
+    if Path(args.litserve_python).exists():
+        port += 10
+        (work / "litserve_app.py").write_text(LITSERVE_APP)
+        servers["LitServe"] = (
+            [args.litserve_python, str(work / "litserve_app.py")],
+            {"MODEL": str(pkg / "model.onnx"), "PORT": str(port)},
+            f"http://127.0.0.1:{port}/predict",
+            work / "plain.lua",
+        )
+    if Path(args.bentoml_python).exists():
+        port += 10
+        (work / "bento_app.py").write_text(BENTO_APP)
+        bentoml = str(Path(args.bentoml_python).with_name("bentoml"))
+        servers["BentoML"] = (
+            [bentoml, "serve", "bento_app:MLP", "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(work)],
+            {"MODEL": str(pkg / "model.onnx"), "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(work / "bentoml")},
+            f"http://127.0.0.1:{port}/predict", work / "plain.lua",
+        )  # fmt: skip
     grpc_servers = {"ferry (1 worker)", "ferry (2 workers)", "PyTriton"}
     body = grpc_body(work)
     grpc_results: dict[str, dict[int, dict[str, float]]] = {}
@@ -219,7 +266,8 @@ def main() -> None:
     for name, (cmd, env, url, lua) in servers.items():
         proc = start(cmd, env)
         try:
-            wait_ready(url.replace("/infer", "/ready") if "/v2/" in url else url.replace("/predict", "/docs"))
+            ready = {"LitServe": "/health", "BentoML": "/readyz"}.get(name, "/docs")
+            wait_ready(url.replace("/infer", "/ready") if "/v2/" in url else url.replace("/predict", ready))
             run_wrk(url, lua, 16, 2)  # warm up
             results[name] = {c: run_wrk(url, lua, c, args.seconds) for c in conns}
             print(name, json.dumps(results[name]), flush=True)

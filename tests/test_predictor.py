@@ -393,3 +393,13 @@ def test_onnx_model_with_opset_13(tmp_path):
     for backend in ("onnxruntime", "openvino"):
         x = np.ones((2, 4), np.float32)
         np.testing.assert_allclose(predictor(pkg, backend).predict(x)["y"], mlp_reference(x), rtol=1e-4)
+
+
+def test_spinning_can_be_turned_off(mlp_package):
+    quiet = predictor(mlp_package, set_spinning=False)
+    options = quiet._session._sess.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert "spinning     | off" in quiet.config.summary()
+    np.testing.assert_allclose(
+        quiet.predict(np.ones((1, 4), np.float32))["y"], mlp_reference(np.ones((1, 4), np.float32)), rtol=1e-5
+    )

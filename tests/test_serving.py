@@ -527,3 +527,16 @@ def test_a_client_that_disconnects_has_its_queued_work_cancelled(tmp_path):
         )
         assert runs and float(runs.group(1)) == 2  # the blocker and the last request; the quitters never ran
         assert cancelled and float(cancelled.group(1)) == 3
+
+
+def test_registry_turns_spinning_off_unless_asked(repo):
+    from ferry.serving.batching import BatchPolicy
+    from ferry.serving.registry import Registry
+
+    for spinning in (False, True):
+        registry = Registry(repo, BatchPolicy(), backend="onnxruntime", spinning=spinning)
+        registry.load("linear")
+        try:
+            assert registry.get("linear").predictor.config.spinning is spinning
+        finally:
+            registry.close()

@@ -29,6 +29,7 @@ from ferry.cli._options import DEMO_ROOT
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True)
 @click.option("--metrics-port", type=int, default=None, help="Also serve /metrics alone on this port.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes on the ports.")
+@click.option("--spin/--no-spin", default=False, show_default=True, help="Let idle engine threads spin.")
 @click.option("--hook", default=None, help="module:Class (or file.py:Class) with preprocess/postprocess.")
 @click.option("--grace-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True)
 def serve(
@@ -50,6 +51,7 @@ def serve(
     max_body_mb,
     metrics_port,
     workers,
+    spin,
     hook,
     grace_seconds,
 ) -> None:
@@ -87,6 +89,7 @@ def serve(
         hook=hook,
         metrics_port=metrics_port,
         workers=workers,
+        spinning=spin,
     )
     if workers > 1 and model_control == "explicit":
         raise click.UsageError("--model-control explicit needs --workers 1: each worker holds its own models")

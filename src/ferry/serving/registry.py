@@ -84,6 +84,7 @@ class Registry:
         threads: int | None = None,
         on_batch: Callable | None = None,
         hook: Any = None,
+        spinning: bool = False,
     ):
         self.root = Path(root)
         self._defaults, self._backend, self._threads = defaults, backend, threads
@@ -94,6 +95,9 @@ class Registry:
         self._lock = threading.Lock()
         self._on_batch = on_batch
         self._hook = hook
+        # Spinning engine threads take the cores from the event loop and from other workers, so servers
+        # default to sleeping threads; a large model alone on the machine may still gain from spinning.
+        self._spinning = spinning
 
     # --- loading ------------------------------------------------------------------------------------
 
@@ -160,7 +164,7 @@ class Registry:
         package = ferry.load(path)
         config = ferry.Config(package)
         config.set_backend(spec.backend)
-        config.set_spinning(False)  # spinning engine threads would take the cores from the event loop
+        config.set_spinning(self._spinning)
         if spec.threads:
             config.set_cpu_threads(int(spec.threads))
         predictor = ferry.create_predictor(config)

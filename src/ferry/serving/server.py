@@ -42,6 +42,7 @@ class ServeOptions:
     hook: str | None = None  # module:Class with preprocess/postprocess
     metrics_port: int | None = None  # also serve /metrics alone on this port
     workers: int = 1  # processes sharing the ports (SO_REUSEPORT), each with its own models and queues
+    spinning: bool = False  # let idle engine threads spin (see Config.set_spinning)
 
 
 def build_service(options: ServeOptions) -> Service:
@@ -50,7 +51,9 @@ def build_service(options: ServeOptions) -> Service:
         from ferry.serving.pipeline import load_hook
 
         hook = load_hook(options.hook)
-    registry = Registry(options.path, options.policy, options.backend, options.threads, hook=hook)
+    registry = Registry(
+        options.path, options.policy, options.backend, options.threads, hook=hook, spinning=options.spinning
+    )
     service = Service(registry, options.settings)
     service.registry._on_batch = service.metrics.on_batch
     service.registry.load_all()

@@ -280,21 +280,20 @@ def main() -> None:
         finally:
             stop(proc)
             time.sleep(1)
+    print_table("server", results, conns, {"p50": "p50 ms", "p99": "p99 ms"})
+    print_table("gRPC (h2load)", grpc_results, conns, {"mean_ms": "mean ms"})
+
+
+def print_table(title: str, results: dict, conns: list[int], columns: dict[str, str]) -> None:
+    """A markdown table: req/s and `columns` per connection count, and the ratio to PyTriton."""
     base = results.get("PyTriton")
+    heads = " | ".join(f"c{c} req/s | " + " | ".join(f"c{c} {h}" for h in columns.values()) for c in conns)
     print()
-    print("| server | " + " | ".join(f"c{c} req/s | c{c} p50 ms | c{c} p99 ms" for c in conns) + " | vs PyTriton |")
-    print("|---|" + "---|---|---|" * len(conns) + "---|")
+    print(f"| {title} | {heads} | vs PyTriton |")
+    print("|---|" + ("---|" * (1 + len(columns))) * len(conns) + "---|")
     for name, by_c in results.items():
-        cells = " | ".join(f"{by_c[c]['rps']:.0f} | {by_c[c]['p50']:.2f} | {by_c[c]['p99']:.2f}" for c in conns)
+        cells = " | ".join(f"{by_c[c]['rps']:.0f} | " + " | ".join(f"{by_c[c][k]:.2f}" for k in columns) for c in conns)
         ratio = " / ".join(f"{by_c[c]['rps'] / base[c]['rps']:.2f}x" for c in conns) if base else "–"
-        print(f"| {name} | {cells} | {ratio} |")
-    gbase = grpc_results.get("PyTriton")
-    print()
-    print("| gRPC (h2load) | " + " | ".join(f"c{c} req/s | c{c} mean ms" for c in conns) + " | vs PyTriton |")
-    print("|---|" + "---|---|" * len(conns) + "---|")
-    for name, by_c in grpc_results.items():
-        cells = " | ".join(f"{by_c[c]['rps']:.0f} | {by_c[c]['mean_ms']:.2f}" for c in conns)
-        ratio = " / ".join(f"{by_c[c]['rps'] / gbase[c]['rps']:.2f}x" for c in conns) if gbase else "–"
         print(f"| {name} | {cells} | {ratio} |")
 
 

@@ -174,3 +174,9 @@ def test_ensemble_config_errors(tmp_path):
             {"inputs": ["x"], "outputs": ["q"], "steps": [{"model": "m", "inputs": {"a": "x"}, "outputs": {"b": "y"}}]},
             tmp_path,
         )
+
+
+def test_a_plain_json_string_for_an_image_is_a_400_not_a_crash(demo_server):
+    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["图像 not an image"]}]}
+    status, _, reply = post(demo_server, "/v2/models/digits/infer", json.dumps(body).encode())
+    assert status == 400 and "could not decode image" in json.loads(reply)["error"]

@@ -403,3 +403,13 @@ def test_spinning_can_be_turned_off(mlp_package):
     np.testing.assert_allclose(
         quiet.predict(np.ones((1, 4), np.float32))["y"], mlp_reference(np.ones((1, 4), np.float32)), rtol=1e-5
     )
+
+
+def test_validate_false_skips_only_the_checks(mlp_package):
+    p = predictor(mlp_package)
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(p.predict(x, validate=False)["y"], p.predict(x)["y"])
+    with pytest.raises(InputError):
+        p.predict(x.astype(np.float64))
+    with pytest.raises(ferry.errors.BackendError):  # unchecked, the engine itself refuses
+        p.predict(x.astype(np.float64), validate=False)

@@ -36,10 +36,6 @@ def name_from_onnx(elem_type: int) -> str:
         return TensorProto.DataType.Name(elem_type).lower()
 
 
-def onnx_from_name(name: str) -> int:
-    return _NAME_TO_ONNX[name]
-
-
 def name_from_numpy(dtype: np.dtype) -> str:
     dtype = np.dtype(dtype)
     if dtype.kind in "OUS":

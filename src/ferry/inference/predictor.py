@@ -83,9 +83,17 @@ class Predictor:
         return True
 
     def predict(
-        self, inputs: Mapping[str, np.ndarray] | np.ndarray, outputs: list[str] | None = None
+        self,
+        inputs: Mapping[str, np.ndarray] | np.ndarray,
+        outputs: list[str] | None = None,
+        *,
+        validate: bool = True,
     ) -> dict[str, np.ndarray]:
-        """`{input: array}` (or one array for a one-input model) in, `{output: array}` out."""
+        """`{input: array}` (or one array for a one-input model) in, `{output: array}` out.
+
+        `validate=False` skips the input checks, for callers that made them already (the server checks
+        each request before it queues it, so a merged batch needs no second look).
+        """
         if type(inputs) is not dict:
             if isinstance(inputs, Mapping):
                 inputs = dict(inputs)
@@ -96,7 +104,8 @@ class Predictor:
                     f"model {self._model!r} takes {len(self._inputs)} inputs {list(self._inputs)}; "
                     "pass a dict of arrays"
                 )
-        self._checker.check(inputs)
+        if validate:
+            self._checker.check(inputs)
         names = self._output_names if outputs is None else self._check_outputs(outputs)
         return dict(zip(names, self._session.run(inputs, names)))
 

@@ -103,7 +103,7 @@ def build_app(service: Service) -> Starlette:
 
     def guarded(handler, admin: bool = False, open_: bool = False):
         async def endpoint(request: Request) -> Response:
-            if not open_:
+            if not open_ and (settings.api_key is not None or (admin and not settings.admin_open)):
                 presented = request.headers.get("x-api-key")
                 auth = request.headers.get("authorization", "")
                 if auth.lower().startswith("bearer "):

@@ -37,7 +37,8 @@ def wants_decoding(package: ModelPackage, inputs: dict[str, np.ndarray]) -> bool
 def decode_images(package: ModelPackage, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     spec = package.signature.inputs[0]
     raw = inputs[spec.name].reshape(-1)
-    images = [x if isinstance(x, bytes) else str(x).encode("latin-1") for x in raw]
+    # Plain JSON strings are not images; as UTF-8 bytes they fail to decode with a 400, as they should.
+    images = [x if isinstance(x, bytes) else str(x).encode("utf-8", "surrogatepass") for x in raw]
     try:
         return {spec.name: preprocess_images(images, package.manifest.preprocessing)}
     except InputError as exc:

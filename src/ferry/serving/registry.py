@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +170,7 @@ class Registry:
         outputs = package.signature.output_names
 
         def run(inputs: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
-            return predictor.predict(inputs, names)
+            return predictor.predict(inputs, names, validate=False)  # ServedModel.check ran before queueing
 
         def on_batch(rows: int, seconds: float, waits: list[float]) -> None:
             if self._on_batch:
@@ -217,9 +216,6 @@ class Registry:
             return ["1"]
         return sorted(self._models.get(name, {}), key=int)
 
-    def names(self) -> list[str]:
-        return sorted(self._models)
-
     def ready(self) -> bool:
         """Every configured model has every selected version loaded."""
         return all(
@@ -242,11 +238,3 @@ class Registry:
 
     def all_models(self) -> list[ServedModel]:
         return [m for versions in list(self._models.values()) for m in versions.values()]
-
-    def wait_idle(self, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if all(m.batcher.idle for m in self.all_models()):
-                return True
-            time.sleep(0.01)
-        return False

@@ -21,6 +21,7 @@ import uvicorn
 from ferry.serving.batching import BatchPolicy
 from ferry.serving.grpc.service import GrpcService
 from ferry.serving.http_app import build_app, metrics_app
+from ferry.serving.metrics import Metrics
 from ferry.serving.registry import Registry
 from ferry.serving.service import Service, Settings
 
@@ -51,11 +52,11 @@ def build_service(options: ServeOptions) -> Service:
         from ferry.serving.pipeline import load_hook
 
         hook = load_hook(options.hook)
+    metrics = Metrics()
     registry = Registry(
-        options.path, options.policy, options.backend, options.threads, hook=hook, spinning=options.spinning
+        options.path, options.policy, options.backend, options.threads, metrics.on_batch, hook, options.spinning
     )
-    service = Service(registry, options.settings)
-    service.registry._on_batch = service.metrics.on_batch
+    service = Service(registry, options.settings, metrics)
     service.registry.load_all()
     return service
 

@@ -24,6 +24,9 @@ from ferry.cli._options import DEMO_ROOT
 @click.option("--batch-delay-ms", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--timeout-ms", type=click.FloatRange(min=0), default=None, help="Drop requests queued longer (504).")
+@click.option(
+    "--instances", type=click.IntRange(min=1), default=1, show_default=True, help="Batches of a model run at once."
+)
 @click.option("--api-key", default=None, help="Require this key (Authorization: Bearer KEY, or X-API-Key).")
 @click.option("--api-key-file", type=click.Path(exists=True, path_type=Path), help="Read the key from a file.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True)
@@ -46,6 +49,7 @@ def serve(
     batch_delay_ms,
     max_queue,
     timeout_ms,
+    instances,
     api_key,
     api_key_file,
     max_body_mb,
@@ -82,7 +86,7 @@ def serve(
         grpc_port=grpc_port or None,
         backend=backend,
         threads=threads,
-        policy=BatchPolicy(max_batch_size, batch_delay_ms, (), max_queue, timeout_ms),
+        policy=BatchPolicy(max_batch_size, batch_delay_ms, (), max_queue, timeout_ms, instances),
         settings=settings,
         grace_seconds=grace_seconds,
         poll_interval=poll_interval,

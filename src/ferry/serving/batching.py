@@ -1,7 +1,8 @@
-"""Dynamic batching: requests wait in a queue; a worker thread merges compatible ones, runs once, splits.
+"""Dynamic batching: requests wait in a queue; worker threads merge compatible ones, run once, split.
 
-`collect` is the policy, a pure function over the queue. `Batcher` owns the queue and the worker. Results
-go back to the asyncio loop that asked, through `call_soon_threadsafe`.
+`collect` is the policy, a pure function over the queue. `Batcher` owns the queue and the workers (one per
+model instance, as Triton's instance count: several batches of one model in flight at once). Results go
+back to the asyncio loop that asked, through `call_soon_threadsafe`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class BatchPolicy:
     preferred_batch_sizes: tuple[int, ...] = ()  # run at once when the queue reaches one of these
     max_queue: int = 256  # queued requests beyond this are refused with 503
     timeout_ms: float | None = None  # a request still queued after this is dropped with 504
+    instances: int = 1  # batches of this model that may run at the same time
 
 
 @dataclass
@@ -83,7 +85,7 @@ def _resolve(item: Pending, result: Any = None, error: BaseException | None = No
 
 
 class Batcher:
-    """One queue and one worker thread for one loaded model version."""
+    """One queue and `policy.instances` worker threads for one loaded model version."""
 
     def __init__(
         self,
@@ -101,8 +103,12 @@ class Batcher:
         self._closing = False
         self._busy = 0
         self._on_batch = on_batch
-        self._thread = threading.Thread(target=self._work, name=f"ferry-batcher-{name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"ferry-batcher-{name}-{i}", daemon=True)
+            for i in range(max(1, policy.instances))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def depth(self) -> int:
@@ -133,7 +139,8 @@ class Batcher:
                 while self._queue:
                     _resolve(self._queue.popleft(), error=UnavailableError("the server is shutting down"))
             self._cond.notify_all()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
     def _wait_for_batch(self) -> list[Pending] | None:
         policy = self.policy

@@ -4,7 +4,9 @@ A model folder may hold `config.json`:
 
     {"version_policy": {"latest": 1} | {"all": true} | {"specific": [1, 3]},
      "max_batch_size": 8, "batch_delay_ms": 1, "preferred_batch_sizes": [4, 8],
-     "max_queue": 256, "timeout_ms": 1000, "backend": "onnxruntime", "threads": 2}
+     "max_queue": 256, "timeout_ms": 1000, "instances": 1, "backend": "onnxruntime", "threads": 2}
+
+`instances` lets that many batches of the model run at once (each on `threads` engine threads).
 
 Anything it leaves out comes from the command line's defaults.
 """
@@ -109,6 +111,7 @@ def _policy(config: dict[str, Any], defaults: BatchPolicy, source: Path) -> Batc
         "preferred_batch_sizes": "preferred_batch_sizes",
         "max_queue": "max_queue",
         "timeout_ms": "timeout_ms",
+        "instances": "instances",
     }
     changes = {}
     for key, attr in mapping.items():

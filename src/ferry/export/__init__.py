@@ -1,0 +1,1 @@
+"""Export a ferry package to other runtimes: `lite` (ferry's numpy engine)."""

@@ -1,0 +1,297 @@
+"""Elementwise ops: math, activations, comparisons, logic, bitwise, casts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import op
+
+
+def _unary(name: str, fn) -> None:
+    def kernel(x):
+        return fn(x).astype(x.dtype, copy=False)
+
+    kernel.__name__ = kernel.__qualname__ = name
+    op(name)(kernel)
+
+
+for _name, _fn in {
+    "Abs": np.abs, "Neg": np.negative, "Ceil": np.ceil, "Floor": np.floor, "Sqrt": np.sqrt, "Exp": np.exp,
+    "Log": np.log, "Sin": np.sin, "Cos": np.cos, "Tan": np.tan, "Asin": np.arcsin, "Acos": np.arccos,
+    "Atan": np.arctan, "Sinh": np.sinh, "Cosh": np.cosh, "Tanh": np.tanh, "Asinh": np.arcsinh,
+    "Acosh": np.arccosh, "Atanh": np.arctanh, "Sign": np.sign, "Round": np.round, "Reciprocal": np.reciprocal,
+}.items():  # fmt: skip
+    _unary(_name, _fn)
+
+
+@op("Relu")
+def Relu(x):
+    return np.maximum(x, 0).astype(x.dtype, copy=False)
+
+
+@op("Sigmoid")
+def Sigmoid(x):
+    # Split by sign so that exp never overflows.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    # Abramowitz & Stegun 7.1.26 away from zero (|error| < 1.5e-7), a Taylor series near it (where the
+    # relative error of 7.1.26 would be large).
+    a = np.abs(x.astype(np.float64))
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    far = 1.0 - poly * np.exp(-a * a)
+    x2 = a * a
+    near = (
+        a
+        * (1 + x2 * (-1 / 3 + x2 * (1 / 10 + x2 * (-1 / 42 + x2 * (1 / 216 + x2 * (-1 / 1320))))))
+        * 1.1283791670955126
+    )
+    return np.sign(x) * np.where(a < 0.5, near, far)
+
+
+@op("Erf")
+def Erf(x):
+    return _erf(x).astype(x.dtype)
+
+
+@op("Gelu", since=20)
+def Gelu(x, *, approximate="none"):
+    if approximate == "tanh":
+        y = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    else:
+        y = 0.5 * x * (1 + _erf(x / np.sqrt(2)))
+    return y.astype(x.dtype)
+
+
+@op("Softplus")
+def Softplus(x):
+    return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype)
+
+
+@op("Softsign")
+def Softsign(x):
+    return (x / (1 + np.abs(x))).astype(x.dtype)
+
+
+@op("Elu")
+def Elu(x, *, alpha=1.0):
+    return np.where(x > 0, x, alpha * (np.exp(np.minimum(x, 0)) - 1)).astype(x.dtype)
+
+
+@op("Selu")
+def Selu(x, *, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875):
+    return (gamma * np.where(x > 0, x, alpha * (np.exp(np.minimum(x, 0)) - 1))).astype(x.dtype)
+
+
+@op("Celu")
+def Celu(x, *, alpha=1.0):
+    return (np.maximum(x, 0) + np.minimum(0, alpha * (np.exp(np.minimum(x, 0) / alpha) - 1))).astype(x.dtype)
+
+
+@op("LeakyRelu")
+def LeakyRelu(x, *, alpha=0.01):
+    return np.where(x >= 0, x, x * alpha).astype(x.dtype)
+
+
+@op("ThresholdedRelu")
+def ThresholdedRelu(x, *, alpha=1.0):
+    return np.where(x > alpha, x, 0).astype(x.dtype)
+
+
+@op("HardSigmoid")
+def HardSigmoid(x, *, alpha=0.2, beta=0.5):
+    return np.clip(alpha * x + beta, 0, 1).astype(x.dtype)
+
+
+@op("HardSwish")
+def HardSwish(x):
+    return (x * np.clip(x / 6 + 0.5, 0, 1)).astype(x.dtype)
+
+
+@op("Mish")
+def Mish(x):
+    return (x * np.tanh(Softplus(x))).astype(x.dtype)
+
+
+@op("Swish", since=24)
+def Swish(x, *, alpha=1.0):
+    return (x * Sigmoid((alpha * x).astype(x.dtype))).astype(x.dtype)
+
+
+@op("Shrink")
+def Shrink(x, *, bias=0.0, lambd=0.5):
+    return np.where(x < -lambd, x + bias, np.where(x > lambd, x - bias, 0)).astype(x.dtype)
+
+
+@op("PRelu")
+def PRelu(x, slope):
+    return np.where(x >= 0, x, x * slope).astype(x.dtype)
+
+
+@op("Clip")
+def Clip_1(x, *, min=-3.4028234663852886e38, max=3.4028234663852886e38):  # noqa: A002
+    return np.clip(x, min, max).astype(x.dtype)
+
+
+@op("Clip", since=11)
+def Clip(x, min=None, max=None):  # noqa: A002
+    if min is not None:
+        x = np.maximum(x, min)
+    if max is not None:
+        x = np.minimum(x, max)
+    return x
+
+
+@op("IsNaN")
+def IsNaN(x):
+    return np.isnan(x)
+
+
+@op("IsInf")
+def IsInf(x, *, detect_negative=1, detect_positive=1):
+    return np.isinf(x) & (((x < 0) & bool(detect_negative)) | ((x > 0) & bool(detect_positive)))
+
+
+# --- binary arithmetic -------------------------------------------------------------------------------------
+
+
+def _same(result, like):
+    return result.astype(like.dtype, copy=False)
+
+
+@op("Add")
+def Add(a, b):
+    return _same(a + b, a)
+
+
+@op("Sub")
+def Sub(a, b):
+    return _same(a - b, a)
+
+
+@op("Mul")
+def Mul(a, b):
+    return _same(a * b, a)
+
+
+@op("Div")
+def Div(a, b):
+    if np.issubdtype(a.dtype, np.integer):
+        # ONNX integer division truncates toward zero, as C does.
+        q = np.abs(a) // np.abs(b)
+        return _same(np.where((a < 0) != (b < 0), -q, q), a)
+    return _same(a / b, a)
+
+
+@op("Pow")
+def Pow(a, b):
+    if np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
+        return _same(np.power(a, b.astype(a.dtype)), a)
+    return _same(np.power(a.astype(np.float64), b), a)
+
+
+@op("Mod")
+def Mod(a, b, *, fmod=0):
+    if fmod:
+        return _same(np.fmod(a, b), a)
+    return _same(np.mod(a, b), a)
+
+
+def _variadic(name: str, fn) -> None:
+    def kernel(*xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = fn(out, x)
+        return _same(out, xs[0])
+
+    kernel.__name__ = kernel.__qualname__ = name
+    op(name)(kernel)
+
+
+_variadic("Max", np.maximum)
+_variadic("Min", np.minimum)
+_variadic("Sum", np.add)
+
+
+@op("Mean")
+def Mean(*xs):
+    total = xs[0].astype(np.float64)
+    for x in xs[1:]:
+        total = total + x
+    return _same(total / len(xs), xs[0])
+
+
+for _name, _fn in {
+    "Equal": np.equal, "Greater": np.greater, "Less": np.less, "GreaterOrEqual": np.greater_equal,
+    "LessOrEqual": np.less_equal, "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
+    "BitwiseAnd": np.bitwise_and, "BitwiseOr": np.bitwise_or, "BitwiseXor": np.bitwise_xor,
+}.items():  # fmt: skip
+    op(_name)(lambda a, b, _fn=_fn: _fn(a, b))
+
+
+@op("Not")
+def Not(x):
+    return np.logical_not(x)
+
+
+@op("BitwiseNot")
+def BitwiseNot(x):
+    return np.bitwise_not(x)
+
+
+@op("BitShift")
+def BitShift(x, y, *, direction):
+    return _same(np.left_shift(x, y) if direction == "LEFT" else np.right_shift(x, y), x)
+
+
+@op("Where")
+def Where(cond, a, b):
+    return np.where(cond, a, b).astype(np.result_type(a, b), copy=False)
+
+
+# --- casts -------------------------------------------------------------------------------------------------
+
+# ONNX TensorProto element types that numpy has without extensions.
+ONNX_DTYPES = {
+    1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64, 8: np.object_,
+    9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64, 14: np.complex64, 15: np.complex128,
+}  # fmt: skip
+
+
+def np_dtype(onnx_type: int) -> np.dtype:
+    if onnx_type not in ONNX_DTYPES:
+        raise TypeError(f"ONNX element type {onnx_type} has no numpy dtype (bfloat16, float8, int4 need ml_dtypes)")
+    return np.dtype(ONNX_DTYPES[onnx_type])
+
+
+def _cast(x: np.ndarray, to: np.dtype) -> np.ndarray:
+    if to == np.object_:
+        if x.dtype == np.object_:
+            return x
+        return np.array([_to_string(v) for v in x.reshape(-1)], dtype=object).reshape(x.shape)
+    if x.dtype == np.object_:
+        return np.array([float(v) if to.kind == "f" else v for v in x.reshape(-1)]).astype(to).reshape(x.shape)
+    return x.astype(to)
+
+
+def _to_string(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        if np.isnan(v):
+            return "NaN"
+        if np.isinf(v):
+            return "INF" if v > 0 else "-INF"
+        return np.format_float_scientific(np.float32(v), unique=True, trim="-").replace("e+0", "e+0")
+    return str(v)
+
+
+@op("Cast")
+def Cast(x, *, to, saturate=1, round_mode="up"):
+    return _cast(x, np_dtype(to))
+
+
+@op("CastLike")
+def CastLike(x, like, *, saturate=1, round_mode="up"):
+    return _cast(x, like.dtype)

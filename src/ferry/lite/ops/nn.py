@@ -1,0 +1,317 @@
+"""Neural-network ops: convolution (im2col + matmul), pooling, normalisation, dropout, LRN."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..registry import op
+
+
+def _pads(auto_pad, pads, in_shape, kernel, strides, dilations, ceil_mode=0):
+    """Begin and end padding per spatial axis, following ONNX's auto_pad rules."""
+    n = len(in_shape)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        begin, end = [], []
+        for size, k, s, d in zip(in_shape, kernel, strides, dilations):
+            out = -(-size // s)
+            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+            small, big = total // 2, total - total // 2
+            begin.append(small if auto_pad == "SAME_UPPER" else big)
+            end.append(big if auto_pad == "SAME_UPPER" else small)
+        return begin, end
+    if auto_pad == "VALID" or pads is None:
+        return [0] * n, [0] * n
+    return list(pads[:n]), list(pads[n:])
+
+
+def _out_size(size, k, s, d, begin, end, ceil_mode=0):
+    span = size + begin + end - ((k - 1) * d + 1)
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + begin:
+        out -= 1  # the last window must start inside the input or its left padding
+    return max(out, 0)
+
+
+def _windows(x, kernel, strides, dilations, begin, end, out, fill):
+    """(N, C, *out, *kernel) view of x's windows, padded with `fill` (extra end padding for ceil mode)."""
+    width = [(0, 0), (0, 0)]
+    for i, (size, k, s, d) in enumerate(zip(x.shape[2:], kernel, strides, dilations)):
+        need = (out[i] - 1) * s + (k - 1) * d + 1
+        width.append((begin[i], max(need - size - begin[i], end[i], 0)))
+    xp = np.pad(x, width, constant_values=fill) if any(w != (0, 0) for w in width) else x
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    v = sliding_window_view(xp, extents, axis=tuple(range(2, x.ndim)))
+    index = [slice(None), slice(None)]
+    index += [slice(0, (o - 1) * s + 1, s) for o, s in zip(out, strides)]
+    index += [slice(None, None, d) for d in dilations]
+    return v[tuple(index)]
+
+
+def _geometry(x, kernel, auto_pad, pads, strides, dilations, ceil_mode=0):
+    n = x.ndim - 2
+    strides = list(strides or [1] * n)
+    dilations = list(dilations or [1] * n)
+    begin, end = _pads(auto_pad, pads, x.shape[2:], kernel, strides, dilations)
+    out = [_out_size(sz, k, s, d, b, e, ceil_mode)
+           for sz, k, s, d, b, e in zip(x.shape[2:], kernel, strides, dilations, begin, end)]  # fmt: skip
+    return strides, dilations, begin, end, out
+
+
+@op("Conv")
+def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
+    kernel = list(kernel_shape or w.shape[2:])
+    strides, dilations, begin, end, out = _geometry(x, kernel, auto_pad, pads, strides, dilations)
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    cg, mg = c // group, m // group
+    positions = int(np.prod(out))
+    ksize = int(np.prod(kernel))
+    if ksize == 1 and all(s == 1 for s in strides) and not any(begin) and not any(end):
+        cols = x.reshape(n, group, cg, positions)  # 1x1: the input already is the column matrix
+        y = np.matmul(w.reshape(group, mg, cg), cols)
+    else:
+        win = _windows(x, kernel, strides, dilations, begin, end, out, 0)  # (N, C, *out, *k)
+        if cg == 1 and mg == 1:  # depthwise: one filter per channel
+            y = np.einsum("nc...k,ck->nc...", win.reshape(n, c, *out, ksize), w.reshape(m, ksize))
+            y = y.reshape(n, group, mg, positions)
+        else:
+            spatial = list(range(2, 2 + len(out)))
+            taps = list(range(2 + len(out), 2 + 2 * len(out)))
+            cols = win.transpose(0, *spatial, 1, *taps).reshape(n, positions, group, cg * ksize)
+            y = np.matmul(cols.transpose(0, 2, 1, 3), w.reshape(group, mg, cg * ksize).transpose(0, 2, 1))
+            y = y.transpose(0, 1, 3, 2)
+    y = y.reshape(n, m, *out)
+    if b is not None:
+        y = y + b.reshape(1, m, *[1] * len(out))
+    return y.astype(x.dtype, copy=False)
+
+
+@op("ConvTranspose")
+def ConvTranspose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                  output_padding=None, output_shape=None, pads=None, strides=None):  # fmt: skip
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
+    nd = len(spatial)
+    kernel = list(kernel_shape or w.shape[2:])
+    strides = list(strides or [1] * nd)
+    dilations = list(dilations or [1] * nd)
+    output_padding = list(output_padding or [0] * nd)
+    mg = w.shape[1]
+    m = mg * group
+    full = [(i - 1) * s + (k - 1) * d + 1 + op_ for i, s, k, d, op_ in zip(spatial, strides, kernel, dilations,
+                                                                           output_padding)]  # fmt: skip
+    if output_shape is not None:
+        wanted = list(output_shape)[-nd:]
+        total = [f - o for f, o in zip(full, wanted)]
+        if auto_pad == "SAME_LOWER":
+            begin = [max(t - t // 2, 0) for t in total]
+        else:
+            begin = [max(t // 2, 0) for t in total]
+        end = [f - bg - o for f, bg, o in zip(full, begin, wanted)]  # negative: zeros appended at the end
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        total = [f - i * s for f, i, s in zip(full, spatial, strides)]
+        begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        end = [t - bg for t, bg in zip(total, begin)]
+    else:
+        pads = list(pads or [0] * 2 * nd)
+        begin, end = pads[:nd], pads[nd:]
+    # Scatter each input pixel's contribution: cols[n, g, mg*k, positions] = W^T @ x.
+    cg = c // group
+    xg = x.reshape(n, group, cg, -1)
+    wg = w.reshape(group, cg, mg * int(np.prod(kernel)))
+    cols = np.matmul(wg.transpose(0, 2, 1), xg)  # (n, g, mg*K, P)
+    cols = cols.reshape(n, group, mg, *kernel, *spatial)
+    y = np.zeros((n, group, mg, *full), dtype=x.dtype)
+    for tap in np.ndindex(*kernel):
+        index = [slice(None)] * 3
+        index += [slice(t * d, t * d + (i - 1) * s + 1, s) for t, d, i, s in zip(tap, dilations, spatial, strides)]
+        y[tuple(index)] += cols[(slice(None), slice(None), slice(None), *tap)]
+    y = y.reshape(n, m, *full)
+    if any(e < 0 for e in end):
+        y = np.pad(y, [(0, 0), (0, 0)] + [(0, max(-e, 0)) for e in end])
+    crop = tuple(slice(bg, f - e) for bg, f, e in zip(begin, full, end))
+    y = y[(slice(None), slice(None), *crop)]
+    if b is not None:
+        y = y + b.reshape(1, m, *[1] * nd)
+    return y.astype(x.dtype, copy=False)
+
+
+def _pool(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode):
+    strides_, dilations_, begin, end, out = _geometry(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
+    return strides_, dilations_, begin, end, out
+
+
+@op("MaxPool")
+def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None, storage_order=0,
+            strides=None):  # fmt: skip
+    strides, dilations, begin, end, out = _pool(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    win = _windows(x, kernel_shape, strides, dilations, begin, end, out, fill)
+    flat = win.reshape(*win.shape[: 2 + len(out)], -1)
+    y = flat.max(axis=-1)
+    # Indices into the flattened (unpadded) input, row-major unless storage_order asks for column-major.
+    spatial = x.shape[2:]
+    grid = np.indices(spatial)
+    if storage_order:
+        strides_flat = np.cumprod([1, *spatial[:-1]])
+        flat_index = sum(g * s for g, s in zip(grid, strides_flat))
+    else:
+        flat_index = np.ravel_multi_index(tuple(grid), spatial)
+    idx = np.broadcast_to(flat_index, x.shape).astype(np.int64)
+    idx = idx + (np.arange(x.shape[0] * x.shape[1]).reshape(x.shape[:2] + (1,) * len(spatial)) * int(np.prod(spatial)))
+    iwin = _windows(idx, kernel_shape, strides, dilations, begin, end, out, -1).reshape(flat.shape)
+    arg = np.argmax(flat, axis=-1)
+    indices = np.take_along_axis(iwin, arg[..., None], axis=-1)[..., 0]
+    return y.astype(x.dtype, copy=False), indices
+
+
+@op("AveragePool")
+def AveragePool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None, kernel_shape, pads=None,
+                strides=None):  # fmt: skip
+    strides, dilations, begin, end, out = _pool(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
+    xf = x.astype(np.float64)
+    if count_include_pad:
+        # Explicit padding counts as zeros; the extra padding of ceil mode does not count.
+        width = [(0, 0), (0, 0)] + list(zip(begin, end))
+        xf = np.pad(xf, width)
+        begin, end = [0] * len(begin), [0] * len(end)
+    win = _windows(xf, kernel_shape, strides, dilations, begin, end, out, np.nan)
+    flat = win.reshape(*win.shape[: 2 + len(out)], -1)
+    return np.nanmean(flat, axis=-1).astype(x.dtype)
+
+
+@op("LpPool")
+def LpPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, p=2, pads=None, strides=None):
+    strides, dilations, begin, end, out = _pool(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
+    win = _windows(np.abs(x).astype(np.float64) ** p, kernel_shape, strides, dilations, begin, end, out, 0)
+    flat = win.reshape(*win.shape[: 2 + len(out)], -1)
+    return (flat.sum(axis=-1) ** (1.0 / p)).astype(x.dtype)
+
+
+@op("GlobalAveragePool")
+def GlobalAveragePool(x):
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype, copy=False)
+
+
+@op("GlobalMaxPool")
+def GlobalMaxPool(x):
+    return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
+
+
+@op("MaxUnpool")
+def MaxUnpool(x, indices, output_shape=None, *, kernel_shape, pads=None, strides=None):
+    nd = x.ndim - 2
+    strides = strides or [1] * nd
+    pads = pads or [0] * 2 * nd
+    if output_shape is None:
+        spatial = [(i - 1) * s - pads[j] - pads[j + nd] + k
+                   for j, (i, s, k) in enumerate(zip(x.shape[2:], strides, kernel_shape))]  # fmt: skip
+        output_shape = [*x.shape[:2], *spatial]
+    y = np.zeros(int(np.prod(output_shape)), dtype=x.dtype)
+    y[indices.reshape(-1)] = x.reshape(-1)
+    return y.reshape([int(s) for s in output_shape])
+
+
+# --- normalisation -----------------------------------------------------------------------------------------
+
+
+def _channel(v, ndim):
+    return v.reshape(1, -1, *[1] * (ndim - 2))
+
+
+@op("BatchNormalization")
+def BatchNormalization(x, scale, b, mean, var, *, epsilon=1e-5, momentum=0.9, training_mode=0, spatial=1,
+                       is_test=0, consumed_inputs=None):  # fmt: skip
+    if training_mode:
+        axes = (0, *range(2, x.ndim))
+        batch_mean, batch_var = x.mean(axis=axes), x.var(axis=axes)
+        y = (x - _channel(batch_mean, x.ndim)) / np.sqrt(_channel(batch_var, x.ndim) + epsilon)
+        y = y * _channel(scale, x.ndim) + _channel(b, x.ndim)
+        running_mean = mean * momentum + batch_mean * (1 - momentum)
+        running_var = var * momentum + batch_var * (1 - momentum)
+        return y.astype(x.dtype), running_mean.astype(mean.dtype), running_var.astype(var.dtype)
+    k = scale / np.sqrt(var + epsilon)
+    y = x * _channel(k, x.ndim) + _channel(b - mean * k, x.ndim)
+    return y.astype(x.dtype, copy=False)
+
+
+@op("InstanceNormalization")
+def InstanceNormalization(x, scale, b, *, epsilon=1e-5):
+    axes = tuple(range(2, x.ndim))
+    y = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + epsilon)
+    return (y * _channel(scale, x.ndim) + _channel(b, x.ndim)).astype(x.dtype)
+
+
+@op("LayerNormalization", since=17)
+def LayerNormalization(x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1):
+    axis = axis + x.ndim if axis < 0 else axis
+    axes = tuple(range(axis, x.ndim))
+    xf = x.astype(np.float32) if stash_type == 1 else x
+    mean = xf.mean(axis=axes, keepdims=True)
+    inv = 1 / np.sqrt(((xf - mean) ** 2).mean(axis=axes, keepdims=True) + epsilon)
+    y = (xf - mean) * inv * scale
+    if b is not None:
+        y = y + b
+    return y.astype(x.dtype), mean.astype(xf.dtype), inv.astype(xf.dtype)
+
+
+@op("RMSNormalization", since=23)
+def RMSNormalization(x, scale, *, axis=-1, epsilon=1e-5, stash_type=1):
+    axis = axis + x.ndim if axis < 0 else axis
+    xf = x.astype(np.float32) if stash_type == 1 else x
+    rms = np.sqrt((xf * xf).mean(axis=tuple(range(axis, x.ndim)), keepdims=True) + epsilon)
+    return (xf / rms * scale).astype(x.dtype)
+
+
+@op("GroupNormalization", since=18)
+def GroupNormalization_18(x, scale, bias, *, epsilon=1e-5, num_groups):
+    n, c = x.shape[:2]
+    per_group = _group_norm(x, num_groups, epsilon)
+    return (per_group * np.repeat(scale, c // num_groups).reshape(1, c, *[1] * (x.ndim - 2))
+            + np.repeat(bias, c // num_groups).reshape(1, c, *[1] * (x.ndim - 2))).astype(x.dtype)  # fmt: skip
+
+
+@op("GroupNormalization", since=21)
+def GroupNormalization(x, scale, bias, *, epsilon=1e-5, num_groups, stash_type=1):
+    y = _group_norm(x, num_groups, epsilon)
+    return (y * _channel(scale, x.ndim) + _channel(bias, x.ndim)).astype(x.dtype)
+
+
+def _group_norm(x, groups, epsilon):
+    n = x.shape[0]
+    g = x.reshape(n, groups, -1).astype(np.float32)
+    g = (g - g.mean(axis=-1, keepdims=True)) / np.sqrt(g.var(axis=-1, keepdims=True) + epsilon)
+    return g.reshape(x.shape)
+
+
+@op("MeanVarianceNormalization")
+def MeanVarianceNormalization(x, *, axes=(0, 2, 3)):
+    axes = tuple(axes)
+    mean = x.mean(axis=axes, keepdims=True)
+    return ((x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + 1e-9)).astype(x.dtype)
+
+
+@op("LRN")
+def LRN(x, *, alpha=1e-4, beta=0.75, bias=1.0, size):
+    c = x.shape[1]
+    square = x.astype(np.float64) ** 2
+    total = np.zeros_like(square)
+    lo, hi = (size - 1) // 2, math.ceil((size - 1) / 2)
+    for ch in range(c):
+        total[:, ch] = square[:, max(0, ch - lo) : min(c, ch + hi + 1)].sum(axis=1)
+    return (x / (bias + alpha / size * total) ** beta).astype(x.dtype)
+
+
+@op("Dropout")
+def Dropout_1(x, *, ratio=0.5, is_test=0, consumed_inputs=None, seed=None):
+    return x, np.ones(x.shape, dtype=bool)
+
+
+@op("Dropout", since=12)
+def Dropout(x, ratio=None, training_mode=None, *, seed=None):
+    if training_mode is not None and bool(training_mode) and (ratio is None or float(ratio) > 0):
+        raise NotImplementedError("Dropout in training mode is random; the lite engine runs inference only")
+    return x, np.ones(x.shape, dtype=bool)

@@ -4,6 +4,13 @@
 unsupported node), splits static attributes from subgraph attributes, and works out after which step
 each intermediate tensor is dead so that it can be dropped (or its arena slot reused). `Engine` is the
 public face: inputs checked by name, dtype and rank; outputs by name.
+
+Memory, as `Engine(memory=...)`:
+- "arena" (default): the first run at a given set of input shapes records every intermediate's size;
+  the planner packs them into one arena by lifetime; later runs write into arena views (kernels that
+  can take `out=` write there directly, the others are copied in).
+- "free": each intermediate is dropped after its last reader; numpy's allocator reuses what it can.
+- "keep": nothing is dropped until the run ends (the baseline the plan is measured against).
 """
 
 from __future__ import annotations
@@ -13,10 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from . import ops  # noqa: F401  (registers the kernels)
+from . import (
+    ops,  # noqa: F401  (registers the kernels)
+    planner,
+)
 from .errors import LiteError, LiteInputError, UnsupportedOpError
 from .graph import Graph, Node
 from .registry import lookup
+
+_PLANNABLE = set("biufc")  # dtype kinds that live in the arena (not strings, not objects)
 
 
 class Subgraph:
@@ -38,7 +50,7 @@ class Subgraph:
 
 
 class Step:
-    __slots__ = ("node", "fn", "inputs", "outputs", "attrs", "graphs", "frees")
+    __slots__ = ("node", "fn", "inputs", "outputs", "attrs", "graphs", "frees", "writes_out")
 
     def __init__(self, node: Node, fn, graphs: dict[str, Any]):
         self.node, self.fn = node, fn
@@ -48,8 +60,9 @@ class Step:
             self.attrs["_num_outputs"] = len(node.outputs)  # ops whose arity decides the result (Split)
         self.graphs = graphs  # attribute name -> Program or list of Programs
         self.frees: list[str] = []
+        self.writes_out = getattr(fn, "writes_out", False) and len(node.outputs) == 1
 
-    def __call__(self, env: dict[str, Any]) -> None:
+    def __call__(self, env: dict[str, Any], views: dict[str, np.ndarray] | None = None) -> None:
         args = [env[name] if name else None for name in self.inputs]
         while args and args[-1] is None and not self.inputs[len(args) - 1]:
             args.pop()  # trailing optional inputs left out: let the kernel's defaults apply
@@ -60,6 +73,9 @@ class Step:
                 attrs[key] = (
                     [Subgraph(p, env) for p in program] if isinstance(program, list) else Subgraph(program, env)
                 )
+        view = views.get(self.outputs[0]) if views else None
+        if view is not None and self.writes_out and _fits(view, args):
+            attrs = {**attrs, "out": view}
         try:
             result = self.fn(*args, **attrs)
         except LiteError:
@@ -70,8 +86,24 @@ class Step:
         if not isinstance(result, tuple):
             result = (result,)
         for name, value in zip(self.outputs, result):
-            if name:
-                env[name] = value
+            if not name:
+                continue
+            slot = views.get(name) if views else None
+            if slot is not None and value is not slot and _same_layout(slot, value):
+                np.copyto(slot, value)  # into its arena slot, so that the kernel's own buffer can go
+                value = slot
+            env[name] = value
+
+
+def _fits(view: np.ndarray, args: list[Any]) -> bool:
+    try:
+        return np.broadcast_shapes(*(a.shape for a in args if isinstance(a, np.ndarray))) == view.shape
+    except ValueError:
+        return False
+
+
+def _same_layout(slot: np.ndarray, value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.shape == slot.shape and value.dtype == slot.dtype
 
 
 class Program:
@@ -113,6 +145,7 @@ class Program:
             return None  # type: ignore[return-value]
 
     def _plan_frees(self, keep: set[str]) -> None:
+        self.keep = keep
         last: dict[str, int] = {}
         for i, step in enumerate(self.steps):
             reads = [n for n in step.inputs if n]
@@ -126,32 +159,83 @@ class Program:
             if name not in keep and name not in self.graph.weights:
                 self.steps[i].frees.append(name)
 
-    def execute(self, env: dict[str, Any]) -> None:
+    def reads(self) -> list[list[str]]:
+        """Per step, every name it reads, including what its subgraphs capture."""
+        out = []
         for step in self.steps:
-            step(env)
-            for name in step.frees:
-                env.pop(name, None)
+            reads = [n for n in step.inputs if n]
+            for program in step.graphs.values():
+                for p in program if isinstance(program, list) else [program]:
+                    reads += sorted(p.graph.captured())
+            out.append(reads)
+        return out
+
+    def execute(
+        self,
+        env: dict[str, Any],
+        free: bool = True,
+        views: dict[str, np.ndarray] | None = None,
+        trace: dict[str, tuple] | None = None,
+        arena: np.ndarray | None = None,
+    ) -> None:
+        for step in self.steps:
+            step(env, views)
+            if arena is not None:
+                _detach(env, step.outputs, views, arena)
+            if trace is not None:
+                for name in step.outputs:
+                    value = env.get(name)
+                    if name not in self.keep and isinstance(value, np.ndarray) and value.dtype.kind in _PLANNABLE:
+                        trace[name] = (value.shape, value.dtype.str, value.nbytes)
+            if free:
+                for name in step.frees:
+                    env.pop(name, None)
 
 
 class Engine:
     """A loaded lite model. `run(feeds)` returns a dict of output name -> array."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, memory: str = "arena", plans: dict[tuple, planner.Plan] | None = None):
+        if memory not in ("arena", "free", "keep"):
+            raise ValueError(f"memory must be 'arena', 'free' or 'keep', not {memory!r}")
         self.graph = graph
+        self.memory = memory
         self.program = Program(graph)
         self.input_names = [v.name for v in graph.inputs if v.name not in graph.weights]
         self.output_names = [v.name for v in graph.outputs]
+        self.plans: dict[tuple, planner.Plan] = dict(plans or {})
+        self._arenas: dict[tuple, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+
+    def plan_for(self, feeds: dict[str, Any]) -> planner.Plan | None:
+        """The memory plan used for inputs of these shapes (made on the first run at them)."""
+        return self.plans.get(_shape_key(feeds))
 
     def run(self, feeds: dict[str, Any], outputs: list[str] | None = None) -> dict[str, Any]:
         self._check(feeds)
         env: dict[str, Any] = dict(self.graph.weights)
         env.update(feeds)
-        self.program.execute(env)
+        if self.memory == "arena":
+            self._run_planned(env, _shape_key(feeds))
+        else:
+            self.program.execute(env, free=self.memory == "free")
         wanted = outputs or self.output_names
         unknown = [n for n in wanted if n not in self.output_names]
         if unknown:
             raise LiteInputError(f"model {self.graph.name!r} has no output(s) {unknown}; outputs: {self.output_names}")
         return {name: env[name] for name in wanted}
+
+    def _run_planned(self, env: dict[str, Any], key: tuple) -> None:
+        arena = self._arenas.get(key)
+        if arena is None and key in self.plans:
+            arena = self._arenas[key] = _views(self.plans[key])
+        if arena is not None:
+            self.program.execute(env, views=arena[1], arena=arena[0])
+            return
+        trace: dict[str, tuple] = {}
+        self.program.execute(env, trace=trace)
+        steps_writes = [s.outputs for s in self.program.steps]
+        spans = planner.lifetimes(self.program.reads(), steps_writes)
+        self.plans[key] = planner.plan(trace, {n: spans[n] for n in trace})
 
     def _check(self, feeds: dict[str, Any]) -> None:
         name = self.graph.name
@@ -181,3 +265,27 @@ class Engine:
                         f"model {name!r}, input {value.name!r}: dimension {axis} must be {want}, got {have} "
                         f"(shape {list(got.shape)})"
                     )
+
+
+def _detach(env: dict[str, Any], names: list[str], views: dict[str, np.ndarray], arena: np.ndarray) -> None:
+    """Copy out values that are views into another tensor's arena slot (Reshape of an intermediate that is a
+    graph output, a sequence of slices): that slot is reused once its own tensor is dead."""
+    for name in names:
+        if not name or name in views:
+            continue
+        value = env.get(name)
+        if isinstance(value, np.ndarray) and np.may_share_memory(value, arena):
+            env[name] = value.copy()
+        elif isinstance(value, list):
+            env[name] = [v.copy() if isinstance(v, np.ndarray) and np.may_share_memory(v, arena) else v for v in value]
+
+
+def _shape_key(feeds: dict[str, Any]) -> tuple:
+    return tuple(sorted((n, getattr(v, "shape", None), str(getattr(v, "dtype", ""))) for n, v in feeds.items()))
+
+
+def _views(plan: planner.Plan) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    arena = np.empty(max(plan.arena_bytes, 1), dtype=np.uint8)
+    return arena, {
+        s.name: np.ndarray(s.shape, dtype=np.dtype(s.dtype), buffer=arena, offset=s.offset) for s in plan.slots.values()
+    }

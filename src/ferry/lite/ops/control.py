@@ -31,8 +31,10 @@ def Loop(trip_count=None, cond=None, *carried, body):
         for acc, value in zip(scans, extra):
             acc.append(value)
         i += 1
-    stacked = [np.stack(s) if s and isinstance(s[0], np.ndarray) else s for s in scans]
-    return tuple(state) + tuple(stacked)
+    if not scans:  # no iteration ran: empty scan outputs of the body's declared types
+        declared = body.program.graph.outputs[1 + len(state) :]
+        return tuple(state) + tuple(np.zeros(0, dtype=v.dtype or "float32") for v in declared)
+    return tuple(state) + tuple(np.stack([np.asarray(v) for v in s]) for s in scans)
 
 
 @op("Scan", since=9)

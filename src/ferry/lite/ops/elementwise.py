@@ -24,8 +24,17 @@ for _name, _fn in {
     _unary(_name, _fn)
 
 
+def writes_out(fn):
+    """Mark a kernel that accepts `out=` (an arena view of the right shape and dtype) and fills it."""
+    fn.writes_out = True
+    return fn
+
+
 @op("Relu")
-def Relu(x):
+@writes_out
+def Relu(x, *, out=None):
+    if out is not None and out.dtype == x.dtype:
+        return np.maximum(x, 0, out=out)
     return np.maximum(x, 0).astype(x.dtype, copy=False)
 
 
@@ -162,19 +171,28 @@ def _same(result, like):
     return result.astype(like.dtype, copy=False)
 
 
+def _binary(ufunc, a, b, out):
+    if out is not None and a.dtype == b.dtype == out.dtype:
+        return ufunc(a, b, out=out)
+    return _same(ufunc(a, b), a)
+
+
 @op("Add")
-def Add(a, b):
-    return _same(a + b, a)
+@writes_out
+def Add(a, b, *, out=None):
+    return _binary(np.add, a, b, out)
 
 
 @op("Sub")
-def Sub(a, b):
-    return _same(a - b, a)
+@writes_out
+def Sub(a, b, *, out=None):
+    return _binary(np.subtract, a, b, out)
 
 
 @op("Mul")
-def Mul(a, b):
-    return _same(a * b, a)
+@writes_out
+def Mul(a, b, *, out=None):
+    return _binary(np.multiply, a, b, out)
 
 
 @op("Div")
@@ -261,13 +279,42 @@ ONNX_DTYPES = {
 }  # fmt: skip
 
 
+# Types numpy lacks; ml_dtypes provides them when installed. Imported only for a model that uses one, so a
+# device with numpy alone still runs every other model.
+EXTENDED_DTYPES = {
+    16: "bfloat16", 17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz",
+    21: "uint4", 22: "int4", 23: "float4_e2m1fn", 24: "float8_e8m0fnu", 25: "uint2", 26: "int2",
+}  # fmt: skip
+
+
 def np_dtype(onnx_type: int) -> np.dtype:
-    if onnx_type not in ONNX_DTYPES:
-        raise TypeError(f"ONNX element type {onnx_type} has no numpy dtype (bfloat16, float8, int4 need ml_dtypes)")
-    return np.dtype(ONNX_DTYPES[onnx_type])
+    if onnx_type in ONNX_DTYPES:
+        return np.dtype(ONNX_DTYPES[onnx_type])
+    name = EXTENDED_DTYPES.get(onnx_type)
+    if name is None:
+        raise TypeError(f"unknown ONNX element type {onnx_type}")
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError(f"ONNX element type {onnx_type} ({name}) needs the ml_dtypes package") from None
+    return np.dtype(getattr(ml_dtypes, name))
 
 
-def _cast(x: np.ndarray, to: np.dtype) -> np.ndarray:
+def is_extended(dtype: np.dtype) -> bool:
+    return dtype.name in EXTENDED_DTYPES.values()
+
+
+def extended_limits(dtype: np.dtype) -> tuple[float, float]:
+    import ml_dtypes
+
+    info = ml_dtypes.finfo(dtype) if "float" in dtype.name else ml_dtypes.iinfo(dtype)
+    return float(info.min), float(info.max)
+
+
+def _cast(x: np.ndarray, to: np.dtype, saturate: int = 1) -> np.ndarray:
+    if is_extended(to) and "float" in to.name and saturate and x.dtype.kind == "f":
+        lo, hi = extended_limits(to)
+        x = np.where(np.isnan(x), x, np.clip(x, lo, hi))
     if to == np.object_:
         if x.dtype == np.object_:
             return x
@@ -289,9 +336,9 @@ def _to_string(v) -> str:
 
 @op("Cast")
 def Cast(x, *, to, saturate=1, round_mode="up"):
-    return _cast(x, np_dtype(to))
+    return _cast(x, np_dtype(to), saturate)
 
 
 @op("CastLike")
 def CastLike(x, like, *, saturate=1, round_mode="up"):
-    return _cast(x, like.dtype)
+    return _cast(x, like.dtype, saturate)

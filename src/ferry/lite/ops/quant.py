@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
-from .elementwise import np_dtype
+from .elementwise import extended_limits, is_extended, np_dtype
 from .nn import Conv
 
 
@@ -33,17 +33,21 @@ def QuantizeLinear(x, scale, zero_point=None, *, axis=1, block_size=0, output_dt
     else:
         target = np.dtype(np.uint8)
     s = _along(scale, x, axis, block_size)
-    zp = 0 if zero_point is None else _along(zero_point, x, axis, block_size).astype(np.int64)
-    info = np.iinfo(target)
-    q = _round_even(x.astype(np.float32) / s) + zp
-    return np.clip(q, info.min, info.max).astype(target)
+    zp = 0 if zero_point is None else _along(zero_point, x, axis, block_size).astype(np.float32)
+    scaled = x.astype(np.float32) / s
+    if "float" in target.name:  # float8 / float4 targets: no rounding to integers, saturate to the range
+        lo, hi = extended_limits(target)
+        y = scaled + zp
+        return (np.where(np.isnan(y), y, np.clip(y, lo, hi)) if saturate else y).astype(target)
+    lo, hi = extended_limits(target) if is_extended(target) else (np.iinfo(target).min, np.iinfo(target).max)
+    return np.clip(_round_even(scaled) + zp, lo, hi).astype(target)
 
 
 @op("DequantizeLinear")
 def DequantizeLinear(x, scale, zero_point=None, *, axis=1, block_size=0, output_dtype=0):
     s = _along(scale, x, axis, block_size)
-    zp = 0 if zero_point is None else _along(zero_point, x, axis, block_size).astype(np.int64)
-    out = (x.astype(np.int64) - zp) * s if x.dtype.kind in "iu" else (x.astype(np.float32) - zp) * s
+    zp = 0 if zero_point is None else _along(zero_point, x, axis, block_size).astype(np.float32)
+    out = (x.astype(np.float32) - zp) * s
     return out.astype(np.asarray(scale).dtype if not output_dtype else np_dtype(output_dtype))
 
 

@@ -10,7 +10,9 @@ import click
 
 from ferry.cli.bench import bench
 from ferry.cli.convert import convert
+from ferry.cli.export import export
 from ferry.cli.inspect import inspect
+from ferry.cli.optimize import optimize
 from ferry.cli.predict import predict
 from ferry.cli.serve import serve
 from ferry.errors import FerryError
@@ -20,11 +22,11 @@ from ferry.errors import FerryError
 @click.version_option(package_name="ferry")
 @click.option("-v", "--verbose", is_flag=True, help="Log what ferry decides (backend chosen, parity, ...).")
 def cli(verbose: bool) -> None:
-    """Carry a trained model into production: convert, inspect, predict, bench, serve."""
+    """Carry a trained model into production: convert, inspect, optimize, export, predict, bench, serve."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
 
 
-for command in (convert, inspect, predict, bench, serve):
+for command in (convert, inspect, optimize, export, predict, bench, serve):
     cli.add_command(command)
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ferry.convert.parity import random_feeds
+from ferry.lite.engine import Engine, shape_key
+from ferry.lite.errors import UnsupportedOpError
+from ferry.lite.format import save
 from ferry.lite.graph import Graph, Node, Value
+from ferry.lite.planner import Plan
 
 
 def _dtype(elem_type: int) -> str | None:
@@ -34,7 +42,7 @@ def _value(info: onnx.ValueInfoProto) -> Value:
     return Value(info.name)
 
 
-def _attr(attr: onnx.AttributeProto, opsets: dict[str, int]) -> Any:
+def attribute_value(attr: onnx.AttributeProto, opsets: dict[str, int]) -> Any:
     A = onnx.AttributeProto
     if attr.type == A.GRAPH:
         return graph_from_onnx(attr.g, opsets)
@@ -75,7 +83,7 @@ def graph_from_onnx(g: onnx.GraphProto, opsets: dict[str, int]) -> Graph:
             op=n.op_type,
             inputs=list(n.input),
             outputs=list(n.output),
-            attrs={a.name: _attr(a, opsets) for a in n.attribute},
+            attrs={a.name: attribute_value(a, opsets) for a in n.attribute},
             domain="" if n.domain == "ai.onnx" else n.domain,
             name=n.name,
         )
@@ -97,3 +105,94 @@ def from_onnx(model: onnx.ModelProto | str) -> Graph:
         model = onnx.load(str(model))
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     return graph_from_onnx(model.graph, opsets)
+
+
+# --- export: package -> .flite (and a folder that runs with numpy alone) ------------------------------------
+
+
+@dataclass
+class LiteExport:
+    path: Path
+    bytes: int
+    onnx_bytes: int
+    int8: bool
+    ops: dict[str, int]
+    plan: Plan | None
+    bundle: Path | None = None
+    optimized: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"wrote {self.path} ({self.bytes / 2**20:.2f} MiB; the ONNX weights were {self.onnx_bytes / 2**20:.2f} MiB"
+            + (", weights stored as per-channel int8: smaller, not faster)" if self.int8 else ")"),
+            f"{sum(self.ops.values())} nodes, {len(self.ops)} op types",
+        ]
+        if self.optimized:
+            lines.append("optimizer: " + ", ".join(self.optimized))
+        if self.plan is not None:
+            lines.append("memory plan: " + self.plan.summary())
+        if self.bundle is not None:
+            lines.append(
+                f"bundle: {self.bundle} (run: cd {self.bundle} && python -m ferry_lite model.flite --repeat 10)"
+            )
+        return "\n".join(lines)
+
+
+def export_lite(
+    package: str | Path,
+    out: str | Path,
+    *,
+    int8: bool = False,
+    bundle: bool = False,
+    optimize: bool = True,
+    batch: int = 1,
+) -> LiteExport:
+    """Write `package` as a compact lite model at `out` (a .flite file, or with `bundle` a folder holding the
+    model and the runtime). Unsupported ops are refused here, all listed, before anything is written."""
+    from ferry.errors import UnsupportedModelError
+    from ferry.package import load
+
+    pkg = load(package)
+    model = pkg.full_model()
+    passes: list[str] = []
+    if optimize:
+        from ferry.optimize import optimize_model
+
+        model, passes = optimize_model(model)
+    graph = from_onnx(model)
+    graph.name = pkg.name
+    try:
+        engine = Engine(graph)
+    except UnsupportedOpError as exc:
+        raise UnsupportedModelError(f"model {pkg.name!r} cannot run on the lite engine: {exc}") from None
+    feeds = random_feeds(pkg.signature, batch=batch)
+    engine.run(feeds)  # the first run records tensor sizes and makes the memory plan
+    plan = engine.plan_for(feeds)
+    out = Path(out)
+    target = out / "model.flite" if bundle else out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save(graph, target, plans={shape_key(feeds): plan} if plan else None, int8_min_elements=1024 if int8 else None)
+    if bundle:
+        _copy_runtime(out)
+    ops: dict[str, int] = {}
+    for node in graph.nodes:
+        ops[node.op] = ops.get(node.op, 0) + 1
+    onnx_bytes = sum(a.nbytes for a in graph.weights.values())
+    return LiteExport(target, target.stat().st_size, onnx_bytes, int8, ops, plan, out if bundle else None, passes)
+
+
+def _copy_runtime(folder: Path) -> None:
+    """The lite runtime as a top-level package `ferry_lite` beside the model: numpy is all it needs."""
+    import ferry.lite
+
+    source = Path(ferry.lite.__file__).parent
+    target = folder / "ferry_lite"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (folder / "README.txt").write_text(
+        "A ferry lite model and its runtime. Needs Python 3.10+ and numpy, nothing else.\n\n"
+        "    python -m ferry_lite model.flite --input NAME=FILE.npy --output out.npz\n"
+        "    python -c \"import ferry_lite; m = ferry_lite.load('model.flite'); print(m.input_names)\"\n",
+        encoding="utf-8",
+    )

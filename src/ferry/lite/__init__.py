@@ -10,10 +10,20 @@ else. `ferry export lite` writes the file; `python -m ferry.lite model.flite --i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .engine import Engine
 from .errors import FormatError, LiteError, LiteInputError, UnsupportedOpError
+from .format import load_graph, save
 from .graph import Graph, Node, Value
 from .registry import supported
+
+
+def load(path: str | Path, memory: str = "arena") -> Engine:
+    """Load a `.flite` file; weights stay memory-mapped. Unsupported ops fail here, all listed at once."""
+    graph, plans = load_graph(path)
+    return Engine(graph, memory=memory, plans=plans)
+
 
 __all__ = [
     "Engine",
@@ -24,5 +34,8 @@ __all__ = [
     "Node",
     "UnsupportedOpError",
     "Value",
+    "load",
+    "load_graph",
+    "save",
     "supported",
 ]

@@ -195,7 +195,7 @@ class Program:
 class Engine:
     """A loaded lite model. `run(feeds)` returns a dict of output name -> array."""
 
-    def __init__(self, graph: Graph, memory: str = "arena", plans: dict[tuple, planner.Plan] | None = None):
+    def __init__(self, graph: Graph, memory: str = "arena", plans: dict[str, planner.Plan] | None = None):
         if memory not in ("arena", "free", "keep"):
             raise ValueError(f"memory must be 'arena', 'free' or 'keep', not {memory!r}")
         self.graph = graph
@@ -203,19 +203,19 @@ class Engine:
         self.program = Program(graph)
         self.input_names = [v.name for v in graph.inputs if v.name not in graph.weights]
         self.output_names = [v.name for v in graph.outputs]
-        self.plans: dict[tuple, planner.Plan] = dict(plans or {})
-        self._arenas: dict[tuple, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+        self.plans: dict[str, planner.Plan] = dict(plans or {})
+        self._arenas: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
 
     def plan_for(self, feeds: dict[str, Any]) -> planner.Plan | None:
         """The memory plan used for inputs of these shapes (made on the first run at them)."""
-        return self.plans.get(_shape_key(feeds))
+        return self.plans.get(shape_key(feeds))
 
     def run(self, feeds: dict[str, Any], outputs: list[str] | None = None) -> dict[str, Any]:
         self._check(feeds)
         env: dict[str, Any] = dict(self.graph.weights)
         env.update(feeds)
         if self.memory == "arena":
-            self._run_planned(env, _shape_key(feeds))
+            self._run_planned(env, shape_key(feeds))
         else:
             self.program.execute(env, free=self.memory == "free")
         wanted = outputs or self.output_names
@@ -224,7 +224,7 @@ class Engine:
             raise LiteInputError(f"model {self.graph.name!r} has no output(s) {unknown}; outputs: {self.output_names}")
         return {name: env[name] for name in wanted}
 
-    def _run_planned(self, env: dict[str, Any], key: tuple) -> None:
+    def _run_planned(self, env: dict[str, Any], key: str) -> None:
         arena = self._arenas.get(key)
         if arena is None and key in self.plans:
             arena = self._arenas[key] = _views(self.plans[key])
@@ -280,8 +280,13 @@ def _detach(env: dict[str, Any], names: list[str], views: dict[str, np.ndarray],
             env[name] = [v.copy() if isinstance(v, np.ndarray) and np.may_share_memory(v, arena) else v for v in value]
 
 
-def _shape_key(feeds: dict[str, Any]) -> tuple:
-    return tuple(sorted((n, getattr(v, "shape", None), str(getattr(v, "dtype", ""))) for n, v in feeds.items()))
+def shape_key(feeds: dict[str, Any]) -> str:
+    """Names, shapes and dtypes of a set of inputs, as the key of their memory plan ("x:1x3x8x8:float32")."""
+    parts = []
+    for name, value in sorted(feeds.items()):
+        shape = "x".join(str(d) for d in getattr(value, "shape", ())) or "scalar"
+        parts.append(f"{name}:{shape}:{getattr(value, 'dtype', type(value).__name__)}")
+    return ";".join(parts)
 
 
 def _views(plan: planner.Plan) -> tuple[np.ndarray, dict[str, np.ndarray]]:

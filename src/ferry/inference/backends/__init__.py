@@ -15,9 +15,10 @@ from ferry.inference.backends.base import Backend, OpTime, Session
 _MODULES = {
     "onnxruntime": ("ferry.inference.backends.onnxruntime", "onnxruntime"),
     "openvino": ("ferry.inference.backends.openvino", "openvino"),
+    "lite": ("ferry.inference.backends.lite", "ferry"),
 }
-ENGINE_NAMES = tuple(_MODULES)
-BACKEND_NAMES = ("auto", *ENGINE_NAMES)
+ENGINE_NAMES = ("onnxruntime", "openvino")  # what `auto` and `ferry bench --tune` choose between
+BACKEND_NAMES = ("auto", *_MODULES)
 
 
 @cache

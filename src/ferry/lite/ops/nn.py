@@ -60,6 +60,57 @@ def _geometry(x, kernel, auto_pad, pads, strides, dilations, ceil_mode=0):
     return strides, dilations, begin, end, out
 
 
+def _padded(x, begin, end, fill=0):
+    if not any(begin) and not any(end):
+        return x
+    shape = x.shape[:2] + tuple(d + b + e for d, b, e in zip(x.shape[2:], begin, end))
+    xp = np.full(shape, fill, dtype=x.dtype)
+    xp[(slice(None), slice(None), *(slice(b, b + d) for b, d in zip(begin, x.shape[2:])))] = x
+    return xp
+
+
+def _taps(xp, kernel, strides, dilations, out):
+    """For each kernel offset, the strided view of the padded input that it multiplies (2-D only)."""
+    (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel, strides, dilations, out
+    for ky in range(kh):
+        for kx in range(kw):
+            yield (
+                ky,
+                kx,
+                xp[:, :, ky * dy : ky * dy + (oh - 1) * sy + 1 : sy, kx * dx : kx * dx + (ow - 1) * sx + 1 : sx],
+            )
+
+
+def _conv_shifted(x, w, kernel, dilations, begin, end, out):
+    """Stride-1 convolution without im2col. In the padded image flattened row by row, the input under
+    kernel offset (ky, kx) for every output position is one contiguous window of the flat buffer, so each
+    offset is one matmul on a view (no copy); the results are summed. The output is computed on the padded
+    width, and the extra columns are dropped at the end. Pays off on large images."""
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    (kh, kw), (dy, dx), (oh, ow) = kernel, dilations, out
+    hp, wp = x.shape[2] + begin[0] + end[0], x.shape[3] + begin[1] + end[1]
+    spill = (kw - 1) * dx // wp + 1  # zero rows below, so the last window stays inside the buffer
+    xp = np.zeros((n, c, hp + spill, wp), dtype=x.dtype)
+    xp[:, :, begin[0] : begin[0] + x.shape[2], begin[1] : begin[1] + x.shape[3]] = x
+    flat = xp.reshape(n, c, -1)
+    length = oh * wp
+    taps = np.ascontiguousarray(w.reshape(m, c, kh, kw).transpose(2, 3, 0, 1))
+    y = np.empty((n, m, length), dtype=np.result_type(x, w))
+    partial = np.empty((m, length), dtype=y.dtype)
+    for i in range(n):
+        for ky in range(kh):
+            for kx in range(kw):
+                start = ky * dy * wp + kx * dx
+                window = flat[i, :, start : start + length]
+                if ky == 0 and kx == 0:
+                    np.matmul(taps[0, 0], window, out=y[i])
+                else:
+                    np.matmul(taps[ky, kx], window, out=partial)
+                    y[i] += partial
+    return np.ascontiguousarray(y.reshape(n, m, oh, wp)[:, :, :, :ow])
+
+
 @op("Conv")
 def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
     kernel = list(kernel_shape or w.shape[2:])
@@ -70,22 +121,34 @@ def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
     positions = int(np.prod(out))
     ksize = int(np.prod(kernel))
     if ksize == 1 and all(s == 1 for s in strides) and not any(begin) and not any(end):
-        cols = x.reshape(n, group, cg, positions)  # 1x1: the input already is the column matrix
-        y = np.matmul(w.reshape(group, mg, cg), cols)
+        # 1x1: the input already is the column matrix.
+        y = np.matmul(w.reshape(group, mg, cg), x.reshape(n, group, cg, positions))
+    elif len(kernel) == 2 and cg == 1 and mg == 1:
+        # Depthwise: one filter per channel, a multiply-accumulate per kernel offset.
+        xp = _padded(x, begin, end)
+        wk = w.reshape(c, *kernel)
+        y = np.zeros((n, c, *out), dtype=np.result_type(x, w))
+        for ky, kx, view in _taps(xp, kernel, strides, dilations, out):
+            y += view * wk[:, ky, kx].reshape(1, c, 1, 1)
+    elif len(kernel) == 2 and group == 1 and strides == [1, 1] and positions >= 1024:
+        y = _conv_shifted(x, w, kernel, dilations, begin, end, out)
+    elif len(kernel) == 2:
+        # im2col: columns (C/g * kh * kw, positions) built one kernel offset at a time (contiguous copies),
+        # then one matmul per group straight into NCHW order.
+        xp = _padded(x, begin, end)
+        cols = np.empty((n, c, kernel[0], kernel[1], *out), dtype=x.dtype)
+        for ky, kx, view in _taps(xp, kernel, strides, dilations, out):
+            cols[:, :, ky, kx] = view
+        y = np.matmul(w.reshape(group, mg, cg * ksize), cols.reshape(n, group, cg * ksize, positions))
     else:
         win = _windows(x, kernel, strides, dilations, begin, end, out, 0)  # (N, C, *out, *k)
-        if cg == 1 and mg == 1:  # depthwise: one filter per channel
-            y = np.einsum("nc...k,ck->nc...", win.reshape(n, c, *out, ksize), w.reshape(m, ksize))
-            y = y.reshape(n, group, mg, positions)
-        else:
-            spatial = list(range(2, 2 + len(out)))
-            taps = list(range(2 + len(out), 2 + 2 * len(out)))
-            cols = win.transpose(0, *spatial, 1, *taps).reshape(n, positions, group, cg * ksize)
-            y = np.matmul(cols.transpose(0, 2, 1, 3), w.reshape(group, mg, cg * ksize).transpose(0, 2, 1))
-            y = y.transpose(0, 1, 3, 2)
+        spatial = list(range(2, 2 + len(out)))
+        taps = list(range(2 + len(out), 2 + 2 * len(out)))
+        cols = win.transpose(0, 1, *taps, *spatial).reshape(n, group, cg * ksize, positions)
+        y = np.matmul(w.reshape(group, mg, cg * ksize), cols)
     y = y.reshape(n, m, *out)
     if b is not None:
-        y = y + b.reshape(1, m, *[1] * len(out))
+        y += b.reshape(1, m, *[1] * len(out)).astype(y.dtype, copy=False)
     return y.astype(x.dtype, copy=False)
 
 
@@ -146,9 +209,17 @@ def _pool(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode):
 
 @op("MaxPool")
 def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None, storage_order=0,
-            strides=None):  # fmt: skip
+            strides=None, _num_outputs=1):  # fmt: skip
     strides, dilations, begin, end, out = _pool(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    if _num_outputs == 1 and len(kernel_shape) == 2:
+        geometry = zip(out, strides, kernel_shape, dilations, x.shape[2:], begin, end)
+        extra = [max((o - 1) * s + (k - 1) * d + 1 - size - b, e, 0) for o, s, k, d, size, b, e in geometry]
+        xp = _padded(x, begin, extra, fill)
+        y = None
+        for _, _, view in _taps(xp, kernel_shape, strides, dilations, out):
+            y = view.copy() if y is None else np.maximum(y, view, out=y)
+        return y
     win = _windows(x, kernel_shape, strides, dilations, begin, end, out, fill)
     flat = win.reshape(*win.shape[: 2 + len(out)], -1)
     y = flat.max(axis=-1)

@@ -1,0 +1,40 @@
+"""ONNX Runtime's com.microsoft fused ops that ferry's optimizer writes, so the lite engine runs them too."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import op
+from .elementwise import Gelu as _Gelu
+from .nn import Conv
+from .reduce import Gemm
+
+_ACTIVATIONS = {
+    "Relu": lambda y, p: np.maximum(y, 0, out=y),
+    "Sigmoid": lambda y, p: 1 / (1 + np.exp(-y)),
+    "Tanh": lambda y, p: np.tanh(y),
+    "LeakyRelu": lambda y, p: np.where(y >= 0, y, y * p[0]),
+    "HardSigmoid": lambda y, p: np.clip(p[0] * y + p[1], 0, 1),
+    "Clip": lambda y, p: np.clip(y, p[0], p[1], out=y),
+}
+
+
+@op("FusedConv", domain="com.microsoft")
+def FusedConv(x, w, b=None, z=None, *, activation="", activation_params=(), **attrs):
+    y = Conv(x, w, b, **attrs)
+    if z is not None:
+        y = y + z
+    return _ACTIVATIONS[activation](y, activation_params).astype(x.dtype, copy=False) if activation else y
+
+
+@op("FusedGemm", domain="com.microsoft")
+def FusedGemm(a, b, c=None, *, activation="", activation_params=(), activation_alpha=None, activation_beta=None,
+              activation_gamma=None, **attrs):  # fmt: skip
+    params = activation_params or [p for p in (activation_alpha, activation_beta) if p is not None]
+    y = Gemm(a, b, c, **attrs)
+    return _ACTIVATIONS[activation](y, params).astype(a.dtype, copy=False) if activation else y
+
+
+@op("Gelu", domain="com.microsoft")
+def Gelu(x):
+    return _Gelu(x)

@@ -1,0 +1,1 @@
+"""Graph passes, one per module. Each exposes `run(model) -> bool`: rewrite in place, say whether it changed."""

@@ -1,0 +1,88 @@
+"""Fuse an activation into the Conv or Gemm before it (ONNX Runtime's com.microsoft FusedConv/FusedGemm,
+which the lite engine also runs), and turn a 2-D MatMul followed by a bias Add into one Gemm."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper
+
+from ferry.optimize.ir import Index, attr, ensure_domain, position, remove
+
+MS = "com.microsoft"
+
+
+def _activation(node: onnx.NodeProto, index: Index) -> tuple[str, list[float]] | None:
+    """ORT's name and parameters for an activation node, when FusedConv/FusedGemm can carry it."""
+    op = node.op_type
+    if op in ("Relu", "Sigmoid", "Tanh"):
+        return op, []
+    if op == "LeakyRelu":
+        return op, [attr(node, "alpha", 0.01)]
+    if op == "HardSigmoid":
+        return op, [attr(node, "alpha", 0.2), attr(node, "beta", 0.5)]
+    if op == "Clip":
+        if node.attribute:  # opset < 11: bounds as attributes
+            return op, [attr(node, "min", -3.4e38), attr(node, "max", 3.4e38)]
+        bounds = [index.const(n) if n else None for n in list(node.input[1:3]) + [""] * (3 - len(node.input))]
+        if any(n and b is None for n, b in zip(list(node.input[1:3]), bounds)):
+            return None
+        lo = float(bounds[0]) if bounds[0] is not None else -3.4e38
+        hi = float(bounds[1]) if len(bounds) > 1 and bounds[1] is not None else 3.4e38
+        return op, [lo, hi]
+    return None
+
+
+def _fuse_activations(model: onnx.ModelProto) -> bool:
+    graph = model.graph
+    changed = False
+    for node in list(graph.node):
+        if node.op_type not in ("Conv", "Gemm") or node.domain not in ("", "ai.onnx"):
+            continue
+        index = Index(graph)
+        act = index.sole_consumer(node.output[0])
+        found = _activation(act, index) if act is not None else None
+        if found is None:
+            continue
+        name, params = found
+        fused = helper.make_node(
+            "Fused" + node.op_type, list(node.input), [act.output[0]], name=(node.name or act.output[0]) + "_fused",
+            domain=MS, activation=name, **({"activation_params": params} if params else {}),
+        )  # fmt: skip
+        fused.attribute.extend(node.attribute)
+        at = position(graph, node)
+        remove(graph, [node, act])
+        graph.node.insert(at, fused)
+        ensure_domain(model, MS)
+        changed = True
+    return changed
+
+
+def _matmul_add_to_gemm(model: onnx.ModelProto) -> bool:
+    graph = model.graph
+    changed = False
+    shapes = {v.name: v.type.tensor_type.shape for v in list(graph.value_info) + list(graph.input)}
+    for node in list(graph.node):
+        if node.op_type != "MatMul":
+            continue
+        index = Index(graph)
+        add = index.sole_consumer(node.output[0])
+        weight = index.const(node.input[1])
+        if add is None or add.op_type != "Add" or weight is None or weight.ndim != 2:
+            continue
+        other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+        bias = index.const(other)
+        shape = shapes.get(node.input[0])
+        if bias is None or bias.ndim > 1 or shape is None or len(shape.dim) != 2:
+            continue  # Gemm needs a 2-D A and a bias that broadcasts along rows
+        gemm = helper.make_node("Gemm", [node.input[0], node.input[1], other], [add.output[0]],
+                                name=(node.name or add.output[0]) + "_gemm")  # fmt: skip
+        at = position(graph, node)
+        remove(graph, [node, add])
+        graph.node.insert(at, gemm)
+        changed = True
+    return changed
+
+
+def run(model: onnx.ModelProto) -> bool:
+    gemm = _matmul_add_to_gemm(model)
+    return _fuse_activations(model) or gemm

@@ -1,0 +1,202 @@
+"""Each optimizer pass on a small graph, checked numerically in ONNX Runtime (its own optimisations off),
+then the whole optimizer on a package through `ferry optimize`."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ferry.cli import main as cli
+from ferry.optimize import optimize_model
+from ferry.optimize.passes import (
+    constant_folding,
+    dead_code,
+    fold_batchnorm,
+    fuse_activation,
+    identity,
+    patterns,
+    transpose_reshape,
+)
+
+rng = np.random.default_rng(0)
+
+
+def const(name: str, value) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
+
+
+def model_of(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [vi(n, TensorProto.FLOAT, s) for n, s in inputs], [], list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    # Output types come from shape inference, as an exporter would write them.
+    inferred = onnx.shape_inference.infer_shapes(model)
+    known = {v.name: v for v in inferred.graph.value_info}
+    model.graph.output.extend([known[n] for n in outputs])
+    return model
+
+
+def run_ort(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def apply(run, model: onnx.ModelProto, feeds: dict) -> tuple[onnx.ModelProto, Counter]:
+    """Run one pass on a copy; check it changed the graph, still runs in ONNX Runtime, and agrees."""
+    before = run_ort(model, feeds)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    assert run(out) is True
+    assert run(out) is False or run is patterns.run  # a second run finds nothing left to do
+    onnx.checker.check_model(out)
+    for want, got in zip(before, run_ort(out, feeds)):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+    return out, Counter(n.op_type for n in out.graph.node)
+
+
+def x(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def test_constant_folding_evaluates_constant_subgraphs():
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["ab"]),
+        helper.make_node("Mul", ["ab", "ab"], ["sq"]),
+        helper.make_node("Add", ["x", "sq"], ["y"]),
+    ]
+    model = model_of(nodes, [("x", [3])], ["y"], [const("a", [1, 2, 3]), const("b", [1, 1, 1])])
+    out, ops = apply(constant_folding.run, model, {"x": x(3)})
+    assert ops == {"Add": 1}
+    folded = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    np.testing.assert_array_equal(folded["sq"], [4, 9, 16])
+
+
+def test_dead_code_and_identity_removal():
+    nodes = [
+        helper.make_node("Identity", ["x"], ["i"]),
+        helper.make_node("Relu", ["i"], ["r"]),
+        helper.make_node("Dropout", ["r"], ["d"]),
+        helper.make_node("Sigmoid", ["x"], ["unused"]),
+        helper.make_node("Identity", ["d"], ["y"]),  # a graph output: the producer takes its name
+    ]
+    model = model_of(nodes, [("x", [4])], ["y"], [const("orphan", [1.0])])
+    out, ops = apply(identity.run, model, {"x": x(4)})
+    assert ops == {"Relu": 1, "Sigmoid": 1}
+    out, ops = apply(dead_code.run, out, {"x": x(4)})
+    assert ops == {"Relu": 1} and not out.graph.initializer
+
+
+def conv_bn_relu(activation: str = "Relu", extra=()) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "g", "beta", "mean", "var"], ["n"]),
+        helper.make_node(activation, ["n", *extra], ["y"]),
+    ]
+    inits = [const("w", x(4, 3, 3, 3)), const("b", x(4)), const("g", x(4)), const("beta", x(4)),
+             const("mean", x(4)), const("var", rng.random(4) + 0.5)]  # fmt: skip
+    if extra:
+        inits += [const("lo", 0.0), const("hi", 6.0)]
+    return model_of(nodes, [("x", [1, 3, 8, 8])], ["y"], inits)
+
+
+def test_batchnorm_folds_into_conv():
+    _, ops = apply(fold_batchnorm.run, conv_bn_relu(), {"x": x(1, 3, 8, 8)})
+    assert ops == {"Conv": 1, "Relu": 1}
+
+
+@pytest.mark.parametrize("activation, extra", [("Relu", ()), ("Clip", ("lo", "hi")), ("Sigmoid", ())])
+def test_activation_fuses_into_conv(activation, extra):
+    model = conv_bn_relu(activation, extra)
+    folded, _ = apply(fold_batchnorm.run, model, {"x": x(1, 3, 8, 8)})
+    out, ops = apply(fuse_activation.run, folded, {"x": x(1, 3, 8, 8)})
+    assert ops == {"FusedConv": 1}
+    assert next(a.s for a in out.graph.node[0].attribute if a.name == "activation") == activation.encode()
+
+
+def test_matmul_add_becomes_gemm_and_takes_the_activation():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    model = model_of(nodes, [("x", [2, 5])], ["y"], [const("w", x(5, 3)), const("b", x(3))])
+    _, ops = apply(fuse_activation.run, model, {"x": x(2, 5)})
+    assert ops == {"FusedGemm": 1}
+
+
+def decomposed_layernorm() -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["mean"], axes=[-1]),
+        helper.make_node("Sub", ["x", "mean"], ["d"]),
+        helper.make_node("Pow", ["d", "two"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]),
+        helper.make_node("Add", ["var", "eps"], ["ve"]),
+        helper.make_node("Sqrt", ["ve"], ["std"]),
+        helper.make_node("Div", ["d", "std"], ["norm"]),
+        helper.make_node("Mul", ["norm", "gamma"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "beta"], ["y"]),
+    ]
+    inits = [const("two", 2.0), const("eps", 1e-5), const("gamma", x(16)), const("beta", x(16))]
+    return model_of(nodes, [("x", [2, 7, 16])], ["y"], inits, opset=17)
+
+
+def test_decomposed_layernorm_is_recognised():
+    _, ops = apply(patterns.run, decomposed_layernorm(), {"x": x(2, 7, 16)})
+    assert ops == {"LayerNormalization": 1}
+
+
+@pytest.mark.parametrize("half_first", [True, False])
+@pytest.mark.parametrize("opset", [17, 20])
+def test_decomposed_gelu_is_recognised(half_first, opset):
+    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["s"]), helper.make_node("Erf", ["s"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["p"])]  # fmt: skip
+    if half_first:
+        nodes += [helper.make_node("Mul", ["x", "half"], ["h"]), helper.make_node("Mul", ["h", "p"], ["y"])]
+    else:
+        nodes += [helper.make_node("Mul", ["x", "p"], ["m"]), helper.make_node("Mul", ["m", "half"], ["y"])]
+    inits = [const("sqrt2", math.sqrt(2)), const("one", 1.0), const("half", 0.5)]
+    model = model_of(nodes, [("x", [3, 8])], ["y"], inits, opset=opset)
+    out, ops = apply(patterns.run, model, {"x": x(3, 8)})
+    assert ops == {"Gelu": 1}
+    assert out.graph.node[0].domain == ("" if opset >= 20 else "com.microsoft")
+
+
+def test_transposes_cancel_or_merge_and_reshapes_collapse():
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t1"], perm=[0, 2, 1]),
+        helper.make_node("Transpose", ["t1"], ["t2"], perm=[0, 2, 1]),  # cancels
+        helper.make_node("Transpose", ["t2"], ["t3"], perm=[1, 0, 2]),
+        helper.make_node("Transpose", ["t3"], ["t4"], perm=[0, 2, 1]),  # merges with the one before
+        helper.make_node("Reshape", ["t4", "s1"], ["r1"]),
+        helper.make_node("Reshape", ["r1", "s2"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.array([4, 6], np.int64), "s1"),
+             numpy_helper.from_array(np.array([24], np.int64), "s2")]  # fmt: skip
+    _, ops = apply(transpose_reshape.run, model_of(nodes, [("x", [2, 3, 4])], ["y"], inits), {"x": x(2, 3, 4)})
+    assert ops == {"Transpose": 1, "Reshape": 1}
+
+
+def test_optimize_cli_checks_parity_and_reports(tmp_path, capsys):
+    import ferry
+
+    pkg = ferry.save(conv_bn_relu(), tmp_path / "cnn")
+    assert cli(["optimize", str(pkg.root), "-o", str(tmp_path / "opt")]) == 0
+    report = capsys.readouterr().out
+    assert "3 -> 1 nodes" in report and "fold_batchnorm" in report and "max abs diff" in report
+    optimized = ferry.load(tmp_path / "opt")
+    assert [n.op_type for n in optimized.graph_proto().graph.node] == ["FusedConv"]
+
+
+def test_whole_optimizer_keeps_graph_valid_and_equal():
+    model = conv_bn_relu()
+    out, applied = optimize_model(model)
+    assert {"fold_batchnorm", "fuse_activation"} <= set(applied)
+    feeds = {"x": x(1, 3, 8, 8)}
+    np.testing.assert_allclose(run_ort(out, feeds)[0], run_ort(model, feeds)[0], atol=1e-4)

@@ -13,7 +13,7 @@ import pytest
 
 import ferry
 from conftest import make_mlp, mlp_reference
-from ferry.convert.parity import compare
+from ferry.converters.parity import compare
 from ferry.errors import ConversionError, ParityError
 
 torch = pytest.importorskip("torch")

@@ -16,9 +16,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "errors": "ferry.errors",
     "FerryError": "ferry.errors",
-    "Conversion": "ferry.convert",
-    "convert": "ferry.convert",
-    "export": "ferry.convert",
+    "Conversion": "ferry.converters",
+    "convert": "ferry.converters",
+    "export": "ferry.converters",
     "Config": "ferry.inference",
     "Predictor": "ferry.inference",
     "PredictorPool": "ferry.inference",
@@ -30,7 +30,7 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from ferry import errors
-    from ferry.convert import Conversion, convert, export
+    from ferry.converters import Conversion, convert, export
     from ferry.errors import FerryError
     from ferry.inference import Config, Predictor, PredictorPool, create_predictor
     from ferry.package import ModelPackage, load, save

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ferry.convert.parity import random_feeds
+from ferry.converters.parity import random_feeds
 from ferry.inference import Config, Predictor, create_predictor
 from ferry.package import ModelPackage
 

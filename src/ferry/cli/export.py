@@ -24,7 +24,7 @@ def export() -> None:
 )
 def lite(package: Path, out: Path, int8: bool, bundle: bool, no_optimize: bool, batch: int) -> None:
     """Write PACKAGE as a lite model: graph in execution order, memory plan, memory-mapped weights."""
-    from ferry.export.lite import export_lite
+    from ferry.exporters.lite import export_lite
 
     result = export_lite(package, out, int8=int8, bundle=bundle, optimize=not no_optimize, batch=batch)
     click.echo(result.summary())

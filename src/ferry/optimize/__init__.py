@@ -49,7 +49,7 @@ def optimize_package(package, out, overwrite: bool = False, atol: float = 1e-4, 
 
     import onnxruntime as ort
 
-    from ferry.convert.parity import compare, random_feeds
+    from ferry.converters.parity import compare, random_feeds
     from ferry.package import save
 
     original = package.full_model()

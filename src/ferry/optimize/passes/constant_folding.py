@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ferry.export.lite import attribute_value
+from ferry.exporters.lite import attribute_value
 from ferry.lite.registry import lookup
 from ferry.optimize.ir import Index, remove, set_initializer
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ferry.convert.parity import ParityReport, compare
+from ferry.converters.parity import ParityReport, compare
 from ferry.package import ModelPackage
 
 log = logging.getLogger("ferry")

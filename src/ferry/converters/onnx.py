@@ -8,9 +8,9 @@ from typing import Any
 
 import onnx as onnx_lib
 
-from ferry.convert._common import check_package, ferry_version, version_of
-from ferry.convert.parity import random_feeds
-from ferry.convert.result import Conversion
+from ferry.converters._common import check_package, ferry_version, version_of
+from ferry.converters.parity import random_feeds
+from ferry.converters.result import Conversion
 from ferry.errors import ConversionError, PackageError
 from ferry.package import Provenance, load, save
 from ferry.package.graph import default_opset

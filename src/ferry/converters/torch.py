@@ -8,8 +8,8 @@ from typing import Any
 
 import onnx
 
-from ferry.convert._common import check_package, ferry_version, log, quiet, version_of
-from ferry.convert.result import Conversion
+from ferry.converters._common import check_package, ferry_version, log, quiet, version_of
+from ferry.converters.result import Conversion
 from ferry.errors import ConversionError
 from ferry.package import Provenance, save
 

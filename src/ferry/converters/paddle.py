@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ferry.convert._common import check_package, ferry_version, log, quiet, version_of
-from ferry.convert.parity import random_feeds
-from ferry.convert.result import Conversion
+from ferry.converters._common import check_package, ferry_version, log, quiet, version_of
+from ferry.converters.parity import random_feeds
+from ferry.converters.result import Conversion
 from ferry.errors import ConversionError
 from ferry.package import Provenance, save
 

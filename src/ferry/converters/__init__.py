@@ -9,14 +9,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ferry.convert.parity import ParityReport
-from ferry.convert.result import Conversion
+from ferry.converters.parity import ParityReport
+from ferry.converters.result import Conversion
 from ferry.errors import ConversionError
 
 
 def export(module: Any, example_inputs: Any, path: str | os.PathLike[str], **kwargs: Any) -> Conversion:
-    """Export a torch.nn.Module; see `ferry.convert.torch.export` for the options."""
-    from ferry.convert.torch import export as torch_export
+    """Export a torch.nn.Module; see `ferry.converters.torch.export` for the options."""
+    from ferry.converters.torch import export as torch_export
 
     return torch_export(module, example_inputs, path, **kwargs)
 
@@ -49,15 +49,15 @@ def convert(source: Any, path: str | os.PathLike[str], **kwargs: Any) -> Convers
     """Convert `source` (a file, folder, estimator or module) into a package at `path`."""
     kind = detect(source)
     if kind == "onnx":
-        from ferry.convert.onnx import convert_onnx
+        from ferry.converters.onnx import convert_onnx
 
         return convert_onnx(source, path, **kwargs)
     if kind == "paddle":
-        from ferry.convert.paddle import convert_paddle
+        from ferry.converters.paddle import convert_paddle
 
         return convert_paddle(source, path, **kwargs)
     if kind == "sklearn":
-        from ferry.convert.sklearn import convert_sklearn
+        from ferry.converters.sklearn import convert_sklearn
 
         return convert_sklearn(source, path, **kwargs)
     example = kwargs.pop("example_inputs", None)

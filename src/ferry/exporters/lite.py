@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ferry.convert.parity import random_feeds
+from ferry.converters.parity import random_feeds
 from ferry.lite.engine import Engine, shape_key
 from ferry.lite.errors import UnsupportedOpError
 from ferry.lite.format import save

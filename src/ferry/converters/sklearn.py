@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ferry.convert._common import check_package, ferry_version, quiet, version_of
-from ferry.convert.result import Conversion
+from ferry.converters._common import check_package, ferry_version, quiet, version_of
+from ferry.converters.result import Conversion
 from ferry.errors import ConversionError
 from ferry.package import Provenance, save
 

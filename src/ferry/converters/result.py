@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ferry.convert.parity import ParityReport
+from ferry.converters.parity import ParityReport
 from ferry.package import ModelPackage
 
 

@@ -222,3 +222,36 @@ def test_lite_backend_in_config(tmp_path):
     np.testing.assert_allclose(predictor.predict({"x": x})["y"], ort_outputs(pkg, x), atol=1e-4)
     assert "lite" in predictor.backend
     assert {row.op_type for row in predictor.profile()} >= {"Conv", "Gemm"}
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, attrs",
+    [
+        ((2, 8, 33, 34), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),  # depthwise
+        ((1, 8, 20, 21), (8, 1, 3, 3), {"group": 8, "pads": [0, 1, 2, 1], "strides": [2, 2]}),
+        ((1, 8, 20, 20), (8, 1, 3, 3), {"group": 8, "pads": [2, 2, 2, 2], "dilations": [2, 2]}),
+        ((2, 16, 40, 40), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),  # stride 1, large: shifted windows
+        ((2, 16, 40, 40), (24, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # columns last
+        ((3, 6, 12, 12), (8, 3, 3, 3), {"group": 2, "strides": [1, 2]}),  # grouped im2col, batch 3
+        ((1, 3, 30, 30), (4, 3, 7, 7), {"pads": [3, 3, 3, 3], "strides": [2, 2]}),
+        ((2, 5, 7, 7, 6), (4, 5, 3, 2, 2), {"pads": [1, 0, 0, 1, 1, 1]}),  # 3-D
+    ],
+)
+def test_conv_paths_agree_with_onnxruntime(x_shape, w_shape, attrs):
+    import onnxruntime as ort
+
+    from ferry.lite.ops.nn import Conv
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], **attrs)], "conv",
+        [vi("x", TensorProto.FLOAT, x_shape), vi("w", TensorProto.FLOAT, w_shape)], [vi("y", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x, "w": w}
+    )
+    np.testing.assert_allclose(Conv(x, w, **attrs), want[0], atol=1e-4, rtol=1e-4)

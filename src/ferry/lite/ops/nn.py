@@ -7,7 +7,10 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..parallel import parallel_for
 from ..registry import op
+
+PARALLEL_MIN = 1 << 16  # elements below which splitting across threads costs more than it saves
 
 
 def _pads(auto_pad, pads, in_shape, kernel, strides, dilations, ceil_mode=0):
@@ -111,6 +114,86 @@ def _conv_shifted(x, w, kernel, dilations, begin, end, out):
     return np.ascontiguousarray(y.reshape(n, m, oh, wp)[:, :, :, :ow])
 
 
+def _phases(x, kernel, strides, dilations, begin, end, out):
+    """The padded input split into stride phases, each flattened row by row: a stride-s convolution becomes
+    stride 1 on s*s smaller images, and under every kernel offset the input for all output positions is one
+    contiguous window of a phase. Returns (phases[(py, px)] -> (N, C, length), row width, window length,
+    offset(ky, kx) -> (phase, start))."""
+    (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel, strides, dilations, out
+    rows = max(x.shape[2] + begin[0] + end[0], (oh - 1) * sy + (kh - 1) * dy + 1)
+    cols = max(x.shape[3] + begin[1] + end[1], (ow - 1) * sx + (kw - 1) * dx + 1)
+    hq, wq = -(-rows // sy) + 1, -(-cols // sx)  # one spare row: windows may run past the last row
+    xp = np.zeros((x.shape[0], x.shape[1], hq * sy, wq * sx), dtype=x.dtype)
+    xp[:, :, begin[0] : begin[0] + x.shape[2], begin[1] : begin[1] + x.shape[3]] = x
+    phases = {}
+    for py in range(sy):
+        for px in range(sx):
+            phase = xp[:, :, py::sy, px::sx]
+            phases[py, px] = np.ascontiguousarray(phase).reshape(x.shape[0], x.shape[1], -1)
+
+    def offset(ky, kx):
+        ry, rx = ky * dy, kx * dx
+        return phases[ry % sy, rx % sx], (ry // sy) * wq + rx // sx
+
+    return offset, wq, oh * wq
+
+
+def _conv_depthwise(x, w, kernel, strides, dilations, begin, end, out):
+    """One filter per channel: a multiply-add per kernel offset over long contiguous windows (see _phases),
+    a few channels at a time so that their accumulator stays in cache."""
+    n, c = x.shape[:2]
+    offset, width, length = _phases(x, kernel, strides, dilations, begin, end, out)
+    wk = w.reshape(c, *kernel).astype(x.dtype, copy=False)
+    acc = np.empty((n, c, length), dtype=x.dtype)
+
+    group = max(1, (48 << 10) // (n * length))  # channels whose accumulator (about 200 KB) stays in cache
+
+    def part(c0, c1):
+        t = np.empty((n, min(group, c1 - c0), length), dtype=x.dtype)
+        for g0 in range(c0, c1, group):
+            g1 = min(g0 + group, c1)
+            a, tt = acc[:, g0:g1], t[:, : g1 - g0]
+            for ky in range(kernel[0]):
+                for kx in range(kernel[1]):
+                    phase, start = offset(ky, kx)
+                    scale = wk[g0:g1, ky, kx].reshape(1, -1, 1)
+                    window = phase[:, g0:g1, start : start + length]
+                    if ky == 0 and kx == 0:
+                        np.multiply(window, scale, out=a)
+                    else:
+                        np.multiply(window, scale, out=tt)
+                        np.add(a, tt, out=a)
+
+    # One thread: the ops here are small (cache-sized on purpose), and two threads trading the GIL between
+    # them measured slower than one.
+    part(0, c)
+    return np.ascontiguousarray(acc.reshape(n, c, out[0], width)[:, :, :, : out[1]])
+
+
+def _conv_columns_last(x, w, kernel, strides, dilations, begin, end, out):
+    """im2col with positions as rows: (positions, kh*kw*C) @ (kh*kw*C, M). When positions outnumber output
+    channels, BLAS runs this orientation markedly faster here; the input goes channels-last once so that
+    each kernel offset copies whole channel vectors."""
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    kh, kw = kernel
+    oh, ow = out
+    xp = np.ascontiguousarray(_padded(x, begin, end).transpose(0, 2, 3, 1))  # NHWC
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
+    (sy, sx), (dy, dx) = strides, dilations
+
+    def fill(r0, r1):
+        for ky in range(kh):
+            for kx in range(kw):
+                rows = slice(ky * dy + r0 * sy, ky * dy + (r1 - 1) * sy + 1, sy)
+                cols[:, r0:r1, :, ky, kx] = xp[:, rows, kx * dx : kx * dx + (ow - 1) * sx + 1 : sx]
+
+    parallel_for(fill, oh, PARALLEL_MIN, ow * kh * kw * c)
+    wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kh * kw * c, m))
+    y = np.matmul(cols.reshape(n, oh * ow, kh * kw * c), wt)  # (n, positions, M)
+    return np.ascontiguousarray(y.transpose(0, 2, 1))
+
+
 @op("Conv")
 def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
     kernel = list(kernel_shape or w.shape[2:])
@@ -124,22 +207,24 @@ def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
         # 1x1: the input already is the column matrix.
         y = np.matmul(w.reshape(group, mg, cg), x.reshape(n, group, cg, positions))
     elif len(kernel) == 2 and cg == 1 and mg == 1:
-        # Depthwise: one filter per channel, a multiply-accumulate per kernel offset.
-        xp = _padded(x, begin, end)
-        wk = w.reshape(c, *kernel)
-        y = np.zeros((n, c, *out), dtype=np.result_type(x, w))
-        for ky, kx, view in _taps(xp, kernel, strides, dilations, out):
-            y += view * wk[:, ky, kx].reshape(1, c, 1, 1)
+        y = _conv_depthwise(x, w, kernel, strides, dilations, begin, end, out)
     elif len(kernel) == 2 and group == 1 and strides == [1, 1] and positions >= 1024:
         y = _conv_shifted(x, w, kernel, dilations, begin, end, out)
+    elif len(kernel) == 2 and group == 1 and positions >= 2 * m and c >= 16:
+        y = _conv_columns_last(x, w, kernel, strides, dilations, begin, end, out)
     elif len(kernel) == 2:
-        # im2col: columns (C/g * kh * kw, positions) built one kernel offset at a time (contiguous copies),
-        # then one matmul per group straight into NCHW order.
+        # im2col: columns (C/g * kh * kw, batch * positions) built one kernel offset at a time (contiguous
+        # copies, split over threads by channel), then one matmul per group for the whole batch.
         xp = _padded(x, begin, end)
-        cols = np.empty((n, c, kernel[0], kernel[1], *out), dtype=x.dtype)
-        for ky, kx, view in _taps(xp, kernel, strides, dilations, out):
-            cols[:, :, ky, kx] = view
-        y = np.matmul(w.reshape(group, mg, cg * ksize), cols.reshape(n, group, cg * ksize, positions))
+        cols = np.empty((c, kernel[0], kernel[1], n, *out), dtype=x.dtype)
+
+        def fill(c0, c1):
+            for ky, kx, view in _taps(xp[:, c0:c1], kernel, strides, dilations, out):
+                cols[c0:c1, ky, kx] = view.transpose(1, 0, 2, 3)
+
+        parallel_for(fill, c, PARALLEL_MIN, n * positions * ksize)
+        y = np.matmul(w.reshape(group, mg, cg * ksize), cols.reshape(group, cg * ksize, n * positions))
+        y = y.reshape(m, n, positions).transpose(1, 0, 2)
     else:
         win = _windows(x, kernel, strides, dilations, begin, end, out, 0)  # (N, C, *out, *k)
         spatial = list(range(2, 2 + len(out)))

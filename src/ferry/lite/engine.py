@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import (
+    allocator,
     ops,  # noqa: F401  (registers the kernels)
     planner,
 )
@@ -201,6 +202,7 @@ class Engine:
         self.graph = graph
         self.memory = memory
         self.program = Program(graph)
+        allocator.tune()
         self.input_names = [v.name for v in graph.inputs if v.name not in graph.weights]
         self.output_names = [v.name for v in graph.outputs]
         self.plans: dict[str, planner.Plan] = dict(plans or {})

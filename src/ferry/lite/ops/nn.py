@@ -405,13 +405,15 @@ def InstanceNormalization(x, scale, b, *, epsilon=1e-5):
 def LayerNormalization(x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1):
     axis = axis + x.ndim if axis < 0 else axis
     axes = tuple(range(axis, x.ndim))
-    xf = x.astype(np.float32) if stash_type == 1 else x
+    xf = x.astype(np.float32, copy=False) if stash_type == 1 else x
     mean = xf.mean(axis=axes, keepdims=True)
-    inv = 1 / np.sqrt(((xf - mean) ** 2).mean(axis=axes, keepdims=True) + epsilon)
-    y = (xf - mean) * inv * scale
+    centered = xf - mean
+    inv = 1 / np.sqrt(np.square(centered).mean(axis=axes, keepdims=True) + np.asarray(epsilon, xf.dtype))
+    y = centered * inv
+    y *= scale
     if b is not None:
-        y = y + b
-    return y.astype(x.dtype), mean.astype(xf.dtype), inv.astype(xf.dtype)
+        y += b
+    return y.astype(x.dtype, copy=False), mean, inv
 
 
 @op("RMSNormalization", since=23)

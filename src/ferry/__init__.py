@@ -26,6 +26,8 @@ _EXPORTS = {
     "ModelPackage": "ferry.package",
     "load": "ferry.package",
     "save": "ferry.package",
+    "eval": "ferry.compress.evaluate",
+    "quantize": "ferry.compress.quantize",
 }
 
 if TYPE_CHECKING:
@@ -36,11 +38,14 @@ if TYPE_CHECKING:
     from ferry.package import ModelPackage, load, save
 
 
+_RENAMED = {"eval": "evaluate"}  # ferry.eval is compress.evaluate.evaluate (not to shadow the builtin there)
+
+
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'ferry' has no attribute {name!r}")
     module = importlib.import_module(_EXPORTS[name])
-    value = module if module.__name__ == f"ferry.{name}" else getattr(module, name)
+    value = module if module.__name__ == f"ferry.{name}" else getattr(module, _RENAMED.get(name, name))
     globals()[name] = value
     return value
 

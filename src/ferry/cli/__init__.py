@@ -9,6 +9,7 @@ import sys
 import click
 
 from ferry.cli.bench import bench
+from ferry.cli.compress import eval_command, quantize
 from ferry.cli.convert import convert
 from ferry.cli.export import export
 from ferry.cli.inspect import inspect
@@ -22,11 +23,11 @@ from ferry.errors import FerryError
 @click.version_option(package_name="ferry")
 @click.option("-v", "--verbose", is_flag=True, help="Log what ferry decides (backend chosen, parity, ...).")
 def cli(verbose: bool) -> None:
-    """Carry a trained model into production: convert, inspect, optimize, export, predict, bench, serve."""
+    """Carry a trained model into production: convert, inspect, optimize, quantize, export, predict, serve."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
 
 
-for command in (convert, inspect, optimize, export, predict, bench, serve):
+for command in (convert, inspect, optimize, export, predict, bench, serve, eval_command, quantize):
     cli.add_command(command)
 
 

@@ -91,6 +91,8 @@ class Manifest:
     labels: list[str] = field(default_factory=list)
     # What `ferry bench --tune` measured: {"fp32": {"1": "openvino", "32": "onnxruntime"}, ...}
     tuning: dict[str, Any] = field(default_factory=dict)
+    # What `ferry quantize` / `convert-precision` / `prune` did: method, format, target backend, results.
+    compression: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,7 +104,7 @@ class Manifest:
             "provenance": asdict(self.provenance),
             "files": {k: asdict(v) for k, v in sorted(self.files.items())},
         }
-        for key in ("preprocessing", "postprocessing", "labels", "tuning"):
+        for key in ("preprocessing", "postprocessing", "labels", "tuning", "compression"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out
@@ -128,6 +130,7 @@ class Manifest:
             postprocessing=list(data.get("postprocessing", [])),
             labels=[str(x) for x in data.get("labels", [])],
             tuning=dict(data.get("tuning", {})),
+            compression=dict(data.get("compression", {})),
         )
 
 

@@ -60,9 +60,13 @@ class ModelPackage:
 
     def save_tuning(self, tuning: dict[str, Any]) -> None:
         """Record what `ferry bench --tune` measured; the files themselves are untouched."""
-        if self.root is None:
-            raise PackageError(f"{self.model_path}: a bare .onnx file has no manifest to record tuning in")
         self.manifest.tuning = tuning
+        self.write_manifest()
+
+    def write_manifest(self) -> None:
+        """Write the in-memory manifest back (records such as tuning and compression; not the files list)."""
+        if self.root is None:
+            raise PackageError(f"{self.model_path}: a bare .onnx file has no manifest to record in")
         _write_json_atomic(self.root / MANIFEST_NAME, self.manifest.to_dict())
 
 
@@ -134,6 +138,8 @@ def save(
     descriptions: dict[str, str] | None = None,
     external_data: bool | None = None,
     overwrite: bool = False,
+    compression: dict[str, Any] | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> ModelPackage:
     """Write `model` as a package at `path`, pruned to `outputs`, and return it loaded and validated."""
     path = Path(path)
@@ -177,6 +183,8 @@ def save(
             preprocessing=list(preprocessing or []),
             postprocessing=list(postprocessing or []),
             labels=list(labels or []),
+            compression=dict(compression or {}),
+            tuning=dict(tuning or {}),
         )
         _write_json_atomic(staging / MANIFEST_NAME, manifest.to_dict())
         if path.exists():

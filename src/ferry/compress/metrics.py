@@ -1,0 +1,71 @@
+"""Accuracy-style metrics. Each takes the model's first output over the whole dataset, and either the labels
+or the same output of a reference model; each returns a value where higher is better, in [0, 1]."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ferry.errors import InputError
+
+
+def top_k(scores: np.ndarray, labels: Sequence[Any], k: int = 1) -> float:
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise InputError(f"top-{k} accuracy needs integer class labels, got {labels.dtype} (e.g. {labels[:3]})")
+    best = np.argsort(-scores.reshape(len(scores), -1), axis=1, kind="stable")[:, :k]
+    return float(np.mean((best == labels[:, None]).any(axis=1)))
+
+
+def agreement(scores: np.ndarray, reference: np.ndarray) -> float:
+    """How often the top-1 class equals the reference model's top-1 class."""
+    flat = scores.reshape(len(scores), -1)
+    return float(np.mean(flat.argmax(axis=1) == reference.reshape(len(reference), -1).argmax(axis=1)))
+
+
+def cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """Mean cosine similarity of each sample's output (flattened) to the reference's."""
+    a = outputs.reshape(len(outputs), -1).astype(np.float64)
+    b = reference.reshape(len(reference), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(np.sum(a * b, axis=1) / np.where(norms == 0, 1, norms)))
+
+
+def ctc_greedy(scores: np.ndarray, alphabet: Sequence[str], blank: int = 0) -> list[str]:
+    """Best path decoding of (batch, time, classes) scores: argmax per step, merge repeats, drop blanks.
+    `alphabet[i]` is the character of class i (class `blank` has none)."""
+    texts = []
+    for path in scores.argmax(axis=-1):
+        chars, last = [], blank
+        for c in path:
+            if c != last and c != blank and c < len(alphabet):
+                chars.append(alphabet[c])
+            last = c
+        texts.append("".join(chars))
+    return texts
+
+
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def char_accuracy(scores: np.ndarray, labels: Sequence[str], alphabet: Sequence[str]) -> float:
+    """1 - (total edit distance / total label length), decoding the scores with CTC best path."""
+    if not alphabet:
+        raise InputError("character accuracy needs the package's labels (the character dictionary)")
+    texts = ctc_greedy(scores, alphabet)
+    errors = sum(_edit_distance(t, str(label)) for t, label in zip(texts, labels))
+    total = sum(len(str(label)) for label in labels) or 1
+    return max(0.0, 1.0 - errors / total)
+
+
+NEEDS_LABELS = {"top1", "top5", "char_accuracy"}
+NEEDS_REFERENCE = {"agreement", "cosine"}
+METRICS = sorted(NEEDS_LABELS | NEEDS_REFERENCE)

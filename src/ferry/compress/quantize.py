@@ -1,0 +1,319 @@
+"""`quantize`: int8 (or weight-only int4/int8) packages, with calibration and an accuracy guard.
+
+Which library does what (see docs/compression.md):
+- ONNX Runtime's quantization tools: static QDQ / QOperator int8 (min-max, percentile, entropy calibration),
+  dynamic int8, weight-only MatMulNBits.
+- NNCF: static int8 for OpenVINO (QDQ that OpenVINO turns into its own int8 kernels).
+- ferry: the pipeline, MSE calibration (ranges searched here, handed to ONNX Runtime as overrides), folding
+  simulated weight quantizers into int8 weights, the per-layer sensitivity table, the guard, the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ferry.compress.data import Dataset, load_dataset
+from ferry.compress.report import Report, latency_ms, package_bytes
+from ferry.compress.sensitivity import LayerError, layer_errors, table
+from ferry.errors import BackendUnavailableError, ConfigError
+
+log = logging.getLogger("ferry.compress")
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+MODES = ("static", "dynamic", "weight-only")
+
+
+@dataclass
+class QuantizeResult:
+    package: Any
+    report: Report
+    backend: str
+    format: str
+    excluded: list[str] = field(default_factory=list)
+    sensitivity: list[LayerError] = field(default_factory=list)
+    attempts: list[tuple[int, float | None]] = field(default_factory=list)  # (layers kept float, drop)
+
+    def __str__(self) -> str:
+        head = f"wrote {self.package.root} ({self.format} for {self.backend})"
+        parts = [head, str(self.report)]
+        if self.sensitivity:
+            parts += ["per-layer error against fp32 (worst first):", table(self.sensitivity)]
+        if self.excluded:
+            parts.append(f"kept in float: {', '.join(self.excluded)}")
+        return "\n".join(parts)
+
+
+def calibration_feeds(data: Dataset, size: int, batch: int = 8) -> list[dict[str, np.ndarray]]:
+    feeds = []
+    for start, chunk in data.batches(batch):
+        if start >= size:
+            break
+        feeds.append(chunk)
+    return feeds
+
+
+def _to_file(model: onnx.ModelProto, folder: str) -> Path:
+    """ONNX Runtime's quantizers work on files; weights go inline (they re-save and re-read the model)."""
+    from onnx.external_data_helper import convert_model_from_external_data
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    convert_model_from_external_data(copy)
+    path = Path(folder) / "fp32.onnx"
+    onnx.save(copy, str(path))
+    return path
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader over a list of feed dicts."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._iter = iter(feeds)
+
+    def get_next(self):
+        return next(self._iter, None)
+
+
+def _mse_ranges(model: onnx.ModelProto, feeds: list[dict]) -> dict[str, list[dict[str, float]]]:
+    """Per activation tensor, the clipping range that minimises the mean squared error of uint8
+    quantization over the calibration data (searched over shrinking fractions of the observed range)."""
+    from ferry.compress.sensitivity import _run_all
+
+    names = [o for n in model.graph.node for o in n.output if o]
+    inputs = [i.name for i in model.graph.input]
+    values = _run_all(model, inputs + names, feeds)
+    overrides = {}
+    for name, chunks in values.items():
+        x = np.concatenate([c.reshape(-1) for c in chunks]).astype(np.float32)
+        if x.dtype.kind != "f" or x.size == 0:
+            continue
+        lo, hi = float(min(x.min(), 0.0)), float(max(x.max(), 0.0))
+        if hi - lo <= 0:
+            continue
+        sample = x[:: max(1, x.size // 200_000)]
+        best, best_err = (lo, hi), np.inf
+        for frac in np.linspace(0.3, 1.0, 29):
+            a, b = lo * frac, hi * frac
+            scale = (b - a) / 255.0
+            zp = np.round(-a / scale)
+            q = np.clip(np.round(sample / scale) + zp, 0, 255)
+            err = float(np.mean(((q - zp) * scale - sample) ** 2))
+            if err < best_err:
+                best, best_err = (a, b), err
+        overrides[name] = [{"rmin": np.float32(best[0]), "rmax": np.float32(best[1])}]
+    return overrides
+
+
+def _ort_static(model, feeds, method, fmt, per_channel, exclude) -> onnx.ModelProto:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+             "entropy": CalibrationMethod.Entropy, "mse": CalibrationMethod.MinMax}[method]  # fmt: skip
+    extra: dict[str, Any] = {}
+    if method == "mse":
+        extra["TensorQuantOverrides"] = _mse_ranges(model, feeds)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "q.onnx"
+        quantize_static(
+            _to_file(model, tmp), out, _Reader(feeds),
+            quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=calib, nodes_to_exclude=list(exclude), extra_options=extra,
+        )  # fmt: skip
+        return onnx.load(str(out))
+
+
+def _ort_dynamic(model, exclude) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "q.onnx"
+        quantize_dynamic(_to_file(model, tmp), out, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude))
+        return onnx.load(str(out))
+
+
+def _weight_only(model, bits, exclude) -> onnx.ModelProto:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=32, is_symmetric=True,
+                                     nodes_to_exclude=list(exclude))  # fmt: skip
+    quantizer.process()
+    return quantizer.model.model
+
+
+def _nncf(model, feeds, exclude) -> onnx.ModelProto:
+    try:
+        import nncf
+    except ImportError:
+        raise BackendUnavailableError("int8 for OpenVINO uses NNCF: pip install 'ferry[compress]'") from None
+    scope = nncf.IgnoredScope(names=list(exclude), validate=False) if exclude else None
+    kwargs = {"ignored_scope": scope} if scope else {}
+    quantized = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), **kwargs)
+    from ferry.compress.weights import fold_weight_quantizers
+
+    fold_weight_quantizers(quantized)
+    return quantized
+
+
+def _pick_backend(backend: str, mode: str) -> str:
+    if backend != "auto":
+        return backend
+    if mode == "static":
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
+            return "openvino"
+    return "onnxruntime"
+
+
+def _ort_latency(model: onnx.ModelProto, feeds: dict) -> float:
+    import time
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        session.run(None, feeds)
+    samples = []
+    for _ in range(15):
+        started = time.perf_counter()
+        session.run(None, feeds)
+        samples.append(time.perf_counter() - started)
+    return float(np.median(samples) * 1000)
+
+
+def quantize(
+    package: Any,
+    out: str | Path,
+    calib: str | Path | Dataset | None = None,
+    *,
+    mode: str = "static",
+    method: str = "minmax",
+    fmt: str = "auto",
+    backend: str = "auto",
+    bits: int = 8,
+    per_channel: bool = True,
+    calib_size: int = 128,
+    eval_data: str | Path | Dataset | None = None,
+    metric: str = "top1",
+    max_drop: float | None = None,
+    exclude: list[str] | None = None,
+    overwrite: bool = False,
+) -> QuantizeResult:
+    """Quantize `package` into a new package at `out` and report size, latency and accuracy before/after.
+
+    With `max_drop` (in accuracy points, e.g. 0.5) and `eval_data`, the guard measures the drop; while it is
+    larger, the layers that add the most error are kept in float (1, 2, 4, ... of them) and the model is
+    quantized again, until the drop fits or no quantized layer is left."""
+    import ferry
+    from ferry.compress.evaluate import evaluate
+
+    package = ferry.load(package) if isinstance(package, (str, Path)) else package
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if method not in METHODS:
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    if mode == "static" and calib is None:
+        raise ConfigError("static int8 needs calibration data (--calib): a .npz, .jsonl or image folder")
+    if max_drop is not None and eval_data is None:
+        raise ConfigError("the accuracy guard (--max-drop) needs evaluation data (--eval)")
+    backend = _pick_backend(backend, mode)
+    original = package.full_model()
+    for node in original.graph.node:  # exclusion and the sensitivity table go by node name
+        if not node.name:
+            node.name = f"{node.op_type}_{node.output[0]}"
+    data = None
+    feeds: list[dict] = []
+    if calib is not None:
+        data = calib if isinstance(calib, Dataset) else load_dataset(calib, package)
+        feeds = calibration_feeds(data, calib_size)
+    evals = None
+    if eval_data is not None:
+        evals = eval_data if isinstance(eval_data, Dataset) else load_dataset(eval_data, package)
+    one = {n: a[:1] for n, a in (feeds[0] if feeds else _random_one(package)).items()}
+
+    def build(skip: list[str]) -> tuple[onnx.ModelProto, str]:
+        if mode == "dynamic":
+            return _ort_dynamic(original, skip), "dynamic-qoperator"
+        if mode == "weight-only":
+            return _weight_only(original, bits, skip), f"weight-only-int{bits}"
+        if backend == "openvino":
+            return _nncf(original, feeds, skip), "qdq"
+        if backend != "onnxruntime":
+            raise ConfigError(f"int8 targets onnxruntime or openvino, not {backend!r}")
+        if fmt != "auto":
+            return _ort_static(original, feeds, method, fmt, per_channel, skip), fmt
+        # Whichever format runs faster here: QOperator uses ONNX Runtime's int8 kernels directly, QDQ
+        # relies on its fusions.
+        candidates = {f: _ort_static(original, feeds, method, f, per_channel, skip) for f in ("qoperator", "qdq")}
+        timings = {f: _ort_latency(m, one) for f, m in candidates.items()}
+        chosen = min(timings, key=timings.get)
+        log.info("format timings %s: keeping %s", timings, chosen)
+        return candidates[chosen], chosen
+
+    save_kwargs = dict(name=package.name, version=package.manifest.version, overwrite=True,
+                       preprocessing=package.manifest.preprocessing, postprocessing=package.manifest.postprocessing,
+                       labels=package.manifest.labels)  # fmt: skip
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out}: already exists (overwrite=True, or --overwrite)")
+    from ferry.compress.metrics import NEEDS_REFERENCE
+
+    reference = package if metric in NEEDS_REFERENCE else None  # agreement / cosine: with the fp32 model
+    baseline = evaluate(package, evals, metric, reference) if evals is not None else None
+    skipped: list[str] = list(exclude or [])
+    attempts: list[tuple[int, float | None]] = []
+    sensitivity: list[LayerError] = []
+    while True:
+        model, form = build(skipped)
+        record = {"mode": mode, "method": method if mode == "static" else None, "format": form,
+                  "backend": backend, "bits": bits, "kept_float": skipped, "source": package.name}  # fmt: skip
+        tuning = {"fp32": {"fastest": {"1": backend, "64": backend}, "source": "ferry quantize"}}
+        result_pkg = ferry.save(model, out, compression=record, tuning=tuning, **save_kwargs)
+        score = evaluate(result_pkg, evals, metric, reference, backend=backend) if evals is not None else None
+        drop = None if score is None else baseline.value - score.value
+        attempts.append((len(skipped), drop))
+        if max_drop is None or drop is None or drop * 100 <= max_drop:
+            break
+        if not sensitivity:
+            qdq = original if mode != "static" else _ort_static(original, feeds, method, "qdq", per_channel, [])
+            sensitivity = layer_errors(original, qdq, feeds[:4])
+            log.warning(
+                "accuracy drop %.2f points > %.2f; per-layer error:\n%s", drop * 100, max_drop, table(sensitivity)
+            )
+        candidates = [r.node for r in sensitivity if r.node not in skipped]
+        if not candidates:
+            log.warning("every quantizable layer is in float and the drop is still %.2f points", drop * 100)
+            break
+        skipped += candidates[: max(1, len(skipped) - len(exclude or []))]
+    report = Report(
+        package.name, package_bytes(package.root), package_bytes(result_pkg.root), backend,
+        latency_ms(package.root, "onnxruntime", one), latency_ms(result_pkg.root, backend, one),
+        metric if evals is not None else None,
+        baseline.value if baseline else None, score.value if score else None,
+    )  # fmt: skip
+    report.check(form)
+    if max_drop is not None and report.drop is not None and report.drop * 100 > max_drop:
+        report.notes.append(f"the guard could not bring the drop within {max_drop} points")
+    result_pkg.manifest.compression["report"] = {
+        "size_before": report.size_before, "size_after": report.size_after, "latency_before_ms": report.latency_before,
+        "latency_after_ms": report.latency_after, "metric": report.metric, "accuracy_before": report.accuracy_before,
+        "accuracy_after": report.accuracy_after,
+    }  # fmt: skip
+    result_pkg.write_manifest()
+    return QuantizeResult(result_pkg, report, backend, form, skipped, sensitivity, attempts)
+
+
+def _random_one(package) -> dict[str, np.ndarray]:
+    from ferry.converters.parity import random_feeds
+
+    return random_feeds(package.signature, batch=1)

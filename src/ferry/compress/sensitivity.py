@@ -1,0 +1,80 @@
+"""Which layers hurt accuracy when quantized: each layer's output error against fp32.
+
+The QDQ form of a quantized model keeps the float tensor names of the original graph (Q/DQ pairs sit
+between the ops), so the same intermediate tensor can be read from both models by name. For every
+quantizable node, the error it adds is the relative RMS error of its output minus the largest relative
+error already present in its inputs: a layer is blamed for the error it introduces, not for what it
+inherits from layers before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+QUANTIZABLE = {"Conv", "MatMul", "Gemm", "ConvTranspose", "Attention", "LSTM", "GRU"}
+
+
+@dataclass(frozen=True)
+class LayerError:
+    node: str
+    op: str
+    output: str
+    error: float  # relative RMS error of the node's output
+    added: float  # error minus the worst error of its inputs
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    existing = {o.name for o in out.graph.output}
+    produced = {o for n in out.graph.node for o in n.output} | {i.name for i in out.graph.input}
+    for name in names:
+        if name not in existing and name in produced:  # a quantizer may have removed it (a fused Relu)
+            out.graph.output.append(onnx.ValueInfoProto(name=name))
+    return out.SerializeToString()
+
+
+def _run_all(model: onnx.ModelProto, names: list[str], feeds: list[dict]) -> dict[str, list[np.ndarray]]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(_with_outputs(model, names), providers=["CPUExecutionProvider"])
+    available = {o.name for o in session.get_outputs()}
+    wanted = [n for n in names if n in available]
+    results: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
+    for batch in feeds:
+        for name, value in zip(wanted, session.run(wanted, batch)):
+            results[name].append(value)
+    return results
+
+
+def layer_errors(fp32: onnx.ModelProto, quantized_qdq: onnx.ModelProto, feeds: list[dict]) -> list[LayerError]:
+    """Per quantizable node of `fp32`, its output error in `quantized_qdq`; worst added error first."""
+    nodes = [n for n in fp32.graph.node if n.op_type in QUANTIZABLE and n.output and n.output[0]]
+    producers = {o: n for n in fp32.graph.node for o in n.output}
+    tensors = sorted({n.output[0] for n in nodes} | {i for n in nodes for i in n.input if i in producers})
+    want = _run_all(fp32, tensors, feeds)
+    got = _run_all(quantized_qdq, tensors, feeds)
+
+    def rel(name: str) -> float:
+        if name not in want or name not in got:
+            return 0.0
+        a = np.concatenate([x.reshape(-1) for x in want[name]]).astype(np.float64)
+        b = np.concatenate([x.reshape(-1) for x in got[name]]).astype(np.float64)
+        return float(np.sqrt(np.mean((a - b) ** 2)) / (np.sqrt(np.mean(a**2)) + 1e-12))
+
+    rows = []
+    for node in nodes:
+        error = rel(node.output[0])
+        inherited = max((rel(i) for i in node.input if i in producers), default=0.0)
+        rows.append(LayerError(node.name or node.output[0], node.op_type, node.output[0], error, error - inherited))
+    return sorted(rows, key=lambda r: -r.added)
+
+
+def table(rows: list[LayerError], limit: int = 10) -> str:
+    lines = [f"{'layer':<40}{'op':<10}{'output error':>14}{'added here':>12}"]
+    for r in rows[:limit]:
+        lines.append(f"{r.node[:39]:<40}{r.op:<10}{r.error:>14.4f}{r.added:>12.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""Compression: evaluation, int8 (ONNX Runtime and NNCF/OpenVINO), the accuracy guard, dynamic and
+weight-only modes, and the CLI. Small models, real numbers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ferry
+from ferry.cli import main as cli
+from ferry.compress.evaluate import evaluate
+from ferry.compress.quantize import quantize
+from ferry.errors import ConfigError, InputError
+
+DEMO = Path(ferry.__file__).parent / "demo"
+DIGITS, TEST = DEMO / "digits", DEMO / "samples" / "test.npz"
+
+
+def digits_accuracy() -> float:
+    data = np.load(TEST)
+    logits = ferry.create_predictor(ferry.Config(DIGITS)).predict({"image": data["image"]})["logits"]
+    return float(np.mean(logits.argmax(1) == data["label"]))
+
+
+def test_eval_top1_on_npz_matches_the_predictor():
+    result = ferry.eval(DIGITS, TEST, "top1")
+    assert result.count == 450
+    assert result.value == pytest.approx(digits_accuracy())
+
+
+def test_eval_on_an_image_folder_with_labels(tmp_path):
+    images = sorted((DEMO / "samples").glob("*.png"))
+    for p in images:
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "labels.txt").write_text("".join(f"{p.name} {p.name.split('_')[0]}\n" for p in images))
+    result = evaluate(DIGITS, tmp_path, "top5")
+    assert result.count == len(images) and result.value >= 0.9
+    (tmp_path / "labels.txt").write_text("missing.png 3\n")
+    with pytest.raises(InputError, match="no image 'missing.png'"):
+        evaluate(DIGITS, tmp_path, "top1")
+
+
+def test_static_int8_on_onnxruntime_keeps_accuracy_and_shrinks(tmp_path):
+    result = quantize(DIGITS, tmp_path / "q", TEST, backend="onnxruntime", eval_data=TEST)
+    report = result.report
+    assert report.drop is not None and report.drop * 100 <= 0.5
+    # 38k parameters: int8 weights are 0.25x, and graph structure and scales add a few KiB on top.
+    assert report.size_after <= 0.35 * report.size_before
+    manifest = ferry.load(tmp_path / "q").manifest
+    assert manifest.compression["format"] in ("qdq", "qoperator")
+    assert manifest.compression["report"]["accuracy_after"] == pytest.approx(report.accuracy_after)
+    assert manifest.tuning["fp32"]["fastest"]["1"] == "onnxruntime"
+    ops = {n.op_type for n in ferry.load(tmp_path / "q").graph_proto().graph.node}
+    assert ops & {"QLinearConv", "QuantizeLinear"}
+
+
+def test_static_int8_for_openvino_through_nncf(tmp_path):
+    pytest.importorskip("nncf")
+    result = quantize(DIGITS, tmp_path / "q", TEST, backend="openvino", eval_data=TEST)
+    assert result.format == "qdq" and result.backend == "openvino"
+    assert result.report.drop * 100 <= 0.5
+    # NNCF leaves float weights behind Quantize/Dequantize pairs; ferry stores them as int8.
+    assert result.report.size_after <= 0.35 * result.report.size_before
+    weights = ferry.load(tmp_path / "q").full_model().graph.initializer
+    assert any(t.data_type == TensorProto.INT8 for t in weights)
+
+
+def outlier_mlp(tmp_path: Path) -> ferry.ModelPackage:
+    """A layer whose activations hold one huge unit: per-tensor int8 wipes out the small ones."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((16, 32)).astype(np.float32)
+    w1[:, 0] *= 2000.0
+    w2 = rng.standard_normal((32, 10)).astype(np.float32)
+    w2[0] *= 1e-4
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1"], ["h"], name="layer1"),
+        helper.make_node("Relu", ["h"], ["r"], name="act1"),
+        helper.make_node("Gemm", ["r", "w2"], ["y"], name="layer2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    pkg = ferry.save(model, tmp_path / "mlp")
+    np.savez(tmp_path / "data.npz", x=rng.standard_normal((256, 16)).astype(np.float32))
+    return pkg
+
+
+def test_accuracy_guard_finds_the_layer_and_keeps_it_in_float(tmp_path):
+    pkg = outlier_mlp(tmp_path)
+    data = tmp_path / "data.npz"
+    result = quantize(pkg, tmp_path / "q", data, backend="onnxruntime", fmt="qdq", eval_data=data,
+                      metric="agreement", max_drop=1.0)  # fmt: skip
+    first_drop = result.attempts[0][1]
+    assert first_drop * 100 > 1.0, "the test model should break under plain int8"
+    assert result.sensitivity[0].node == "layer2"  # where the error is added
+    assert "layer2" in result.excluded
+    assert result.report.drop * 100 <= 1.0
+    assert "added here" in str(result)
+
+
+def test_agreement_metric_needs_a_reference_and_takes_itself_as_one(tmp_path):
+    pkg = outlier_mlp(tmp_path)
+    with pytest.raises(ConfigError, match="reference"):
+        evaluate(pkg, tmp_path / "data.npz", "agreement")
+    assert evaluate(pkg, tmp_path / "data.npz", "agreement", reference=pkg).value == 1.0
+    with pytest.raises(InputError, match="needs labels"):
+        evaluate(pkg, tmp_path / "data.npz", "top1")
+
+
+def matmul_model(tmp_path: Path) -> ferry.ModelPackage:
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal((256, 256)).astype(np.float32) * 0.05, f"w{i}")
+             for i in range(3)]  # fmt: skip
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["a"], name="mm0"),
+        helper.make_node("Relu", ["a"], ["b"], name="relu"),
+        helper.make_node("MatMul", ["b", "w1"], ["c"], name="mm1"),
+        helper.make_node("MatMul", ["c", "w2"], ["y"], name="mm2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, 256])], inits,
+    )  # fmt: skip
+    pkg = ferry.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "mm"
+    )
+    np.savez(tmp_path / "mm.npz", x=rng.standard_normal((32, 8, 256)).astype(np.float32))
+    return pkg
+
+
+@pytest.mark.parametrize(
+    "mode, bits, op, cosine",
+    [("dynamic", 8, "MatMulInteger", 0.99), ("weight-only", 4, "MatMulNBits", 0.98)],  # 4 bits: 16 levels per block
+)
+def test_dynamic_and_weight_only_modes(tmp_path, mode, bits, op, cosine):
+    pkg = matmul_model(tmp_path)
+    result = quantize(pkg, tmp_path / "q", mode=mode, bits=bits, eval_data=tmp_path / "mm.npz", metric="cosine",
+                      backend="onnxruntime")  # fmt: skip
+    ops = {n.op_type for n in ferry.load(tmp_path / "q").graph_proto().graph.node}
+    assert op in ops
+    assert result.report.accuracy_after >= cosine  # against the fp32 package
+    assert result.report.size_after < 0.5 * result.report.size_before
+
+
+def test_quantize_cli_reports_and_refuses_bad_requests(tmp_path, capsys):
+    assert cli(["quantize", str(DIGITS), "-o", str(tmp_path / "q"), "--calib", str(TEST), "--backend", "onnxruntime",
+                "--eval", str(TEST), "--max-drop", "0.5"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "size:" in out and "latency, batch 1:" in out and "top1:" in out
+    assert cli(["quantize", str(DIGITS), "-o", str(tmp_path / "r")]) == 1
+    assert "needs calibration data" in capsys.readouterr().err
+    assert cli(["quantize", str(DIGITS), "-o", str(tmp_path / "q"), "--calib", str(TEST)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert cli(["eval", str(DIGITS), "--data", str(TEST)]) == 0
+    assert "top1 0.98" in capsys.readouterr().out

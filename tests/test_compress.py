@@ -160,3 +160,62 @@ def test_quantize_cli_reports_and_refuses_bad_requests(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert cli(["eval", str(DIGITS), "--data", str(TEST)]) == 0
     assert "top1 0.98" in capsys.readouterr().out
+
+
+def digits_train(tmp_path: Path) -> Path:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = d.images.astype(np.float32)[:, None]
+    x_train, _, _, _ = train_test_split(x, d.target, test_size=0.25, random_state=0, stratify=d.target)
+    np.savez(tmp_path / "train.npz", image=x_train[:512])  # the split the demo model was trained on
+    return tmp_path / "train.npz"
+
+
+def test_structured_pruning_removes_channels_and_refits(tmp_path):
+    from ferry.compress.prune import prune
+
+    result = prune(DIGITS, tmp_path / "p", "structured", 0.5, eval_data=TEST, calib_data=digits_train(tmp_path))
+    graph = ferry.load(tmp_path / "p").full_model().graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    conv_weights = [shapes[n.input[1]] for n in graph.node if n.op_type == "Conv"]
+    assert conv_weights[0][0] == 8 and conv_weights[1][:2] == [16, 8]  # 16 -> 8 filters, and 8 inputs downstream
+    assert (result.accuracy_before - result.accuracy_after) * 100 <= 1.0  # refitting wins the accuracy back
+    assert result.size_after < 0.4 * result.size_before
+
+
+def test_magnitude_pruning_is_reported_as_a_compressed_size_win(tmp_path):
+    from ferry.compress.prune import prune
+
+    result = prune(DIGITS, tmp_path / "m", "magnitude", 0.5)
+    weights = [numpy_helper.to_array(t) for t in ferry.load(tmp_path / "m").full_model().graph.initializer]
+    big = [w for w in weights if w.ndim >= 2]
+    assert all(np.mean(w == 0) >= 0.49 for w in big)
+    assert result.size_after >= 0.95 * result.size_before  # dense: no smaller
+    assert result.gzip_after < 0.7 * result.gzip_before
+    assert "sparse kernel" in str(result)
+
+
+def test_pruning_guard_lowers_the_ratio(tmp_path):
+    from ferry.compress.prune import prune
+
+    result = prune(DIGITS, tmp_path / "g", "structured", 0.75, eval_data=TEST, max_drop=1.0)  # no refit data
+    assert result.attempts[0][1] * 100 > 1.0 and result.ratio < 0.75
+    assert (result.accuracy_before - result.accuracy_after) * 100 <= 1.0
+
+
+@pytest.mark.parametrize("to", ["fp16", "bf16"])
+def test_convert_precision(tmp_path, to, capsys):
+    assert cli(["convert-precision", str(DIGITS), "-o", str(tmp_path / to), "--to", to, "--eval", str(TEST),
+                "--metric", "top1"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "max abs diff" in out and "top1: 0.98" in out
+    pkg = ferry.load(tmp_path / to)
+    types = {t.data_type for t in pkg.full_model().graph.initializer}
+    if to == "fp16":
+        assert TensorProto.FLOAT16 in types
+    else:  # fp32 weights, run at bf16 on OpenVINO by default
+        config = ferry.Config(pkg.root)
+        assert config.precision == "bf16"
+        assert pkg.manifest.tuning["bf16"]["fastest"]["1"] == "openvino"

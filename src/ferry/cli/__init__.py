@@ -9,7 +9,7 @@ import sys
 import click
 
 from ferry.cli.bench import bench
-from ferry.cli.compress import eval_command, quantize
+from ferry.cli.compress import convert_precision, eval_command, prune, quantize
 from ferry.cli.convert import convert
 from ferry.cli.export import export
 from ferry.cli.inspect import inspect
@@ -27,7 +27,19 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
 
 
-for command in (convert, inspect, optimize, export, predict, bench, serve, eval_command, quantize):
+for command in (
+    convert,
+    inspect,
+    optimize,
+    export,
+    predict,
+    bench,
+    serve,
+    eval_command,
+    quantize,
+    prune,
+    convert_precision,
+):
     cli.add_command(command)
 
 

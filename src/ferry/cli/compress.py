@@ -53,3 +53,37 @@ def quantize(package, out, calib, mode, method, fmt, backend, bits, calib_size, 
                  calib_size=calib_size, eval_data=eval_data, metric=metric, max_drop=max_drop,
                  exclude=list(exclude), overwrite=overwrite)  # fmt: skip
     click.echo(str(result))
+
+
+@click.command("convert-precision")
+@click.argument("package", type=_data)
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Package to write.")
+@click.option("--to", "to", type=click.Choice(["fp16", "bf16"]), required=True)
+@click.option("--eval", "eval_data", type=_data, help="Evaluation data for parity and accuracy.")
+@click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True)
+@click.option("--overwrite", is_flag=True)
+def convert_precision(package, out, to, eval_data, metric, overwrite) -> None:
+    """fp16 weights and compute (sensitive ops kept fp32), or bf16 run by OpenVINO; parity is reported."""
+    from ferry.compress.precision import convert_precision as run
+
+    click.echo(str(run(package, out, to, eval_data, metric, overwrite)))
+
+
+@click.command()
+@click.argument("package", type=_data)
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Package to write.")
+@click.option("--method", type=click.Choice(["structured", "magnitude"]), default="structured", show_default=True)
+@click.option("--ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25, show_default=True,
+              help="Share of channels (structured) or weights (magnitude) to remove.")  # fmt: skip
+@click.option("--calib", type=_data, help="Data to refit the layers after pruned ones (structured).")
+@click.option("--eval", "eval_data", type=_data, help="Evaluation data for the report and the guard.")
+@click.option("--metric", type=click.Choice(METRICS), default="top1", show_default=True)
+@click.option("--max-drop", type=click.FloatRange(min=0), help="Largest accuracy drop accepted, in points.")
+@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, help="Batch for the timing.")
+@click.option("--overwrite", is_flag=True)
+def prune(package, out, method, ratio, calib, eval_data, metric, max_drop, batch, overwrite) -> None:
+    """Remove channels (structured, faster) or zero small weights (magnitude, smaller when compressed)."""
+    from ferry.compress.prune import prune as run
+
+    result = run(package, out, method, ratio, eval_data, metric, max_drop, batch, overwrite, calib_data=calib)
+    click.echo(str(result))

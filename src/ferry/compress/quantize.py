@@ -154,7 +154,9 @@ def _nncf(model, feeds, exclude) -> onnx.ModelProto:
     except ImportError:
         raise BackendUnavailableError("int8 for OpenVINO uses NNCF: pip install 'ferry[compress]'") from None
     scope = nncf.IgnoredScope(names=list(exclude), validate=False) if exclude else None
-    kwargs = {"ignored_scope": scope} if scope else {}
+    kwargs: dict[str, Any] = {"ignored_scope": scope} if scope else {}
+    if any(n.op_type in ("Softmax", "LayerNormalization", "Attention") for n in model.graph.node):
+        kwargs["model_type"] = nncf.ModelType.TRANSFORMER  # NNCF's scheme that keeps attention accurate
     quantized = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), **kwargs)
     from ferry.compress.weights import fold_weight_quantizers
 
@@ -227,7 +229,11 @@ def quantize(
     if max_drop is not None and eval_data is None:
         raise ConfigError("the accuracy guard (--max-drop) needs evaluation data (--eval)")
     backend = _pick_backend(backend, mode)
-    original = package.full_model()
+    from ferry.optimize import optimize_model
+
+    # Weights held in Constant nodes would be quantized at run time, and BatchNorm would stay a float op:
+    # fold both first (and drop Identity/dead nodes), as quantizers recommend.
+    original, _ = optimize_model(package.full_model(), skip=("fuse_activation",))
     for node in original.graph.node:  # exclusion and the sensitivity table go by node name
         if not node.name:
             node.name = f"{node.op_type}_{node.output[0]}"

@@ -30,7 +30,8 @@ class Config:
         self.ir_optim = True
         self.memory_optim = True
         self.profile = False
-        self.precision = "fp32"
+        # A package made by `ferry convert-precision --to bf16` asks to run at bf16 (on OpenVINO) by default.
+        self.precision = self.package.manifest.compression.get("run_precision", "fp32")
         self.device = "cpu"
         self.device_id = 0
         self.tensorrt: TensorRTOptions | None = None

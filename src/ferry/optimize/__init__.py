@@ -32,12 +32,13 @@ PASSES = [
 ]
 
 
-def optimize_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """Optimise a copy of `model`; returns it and the names of the passes that changed it."""
+def optimize_model(model: onnx.ModelProto, skip: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, list[str]]:
+    """Optimise a copy of `model`; returns it and the names of the passes that changed it. `skip` names
+    passes to leave out (quantization skips "fuse_activation": quantizers look for plain Conv/Gemm)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     applied = ["shape_inference"] if shape_inference.run(out) else []
-    applied += run_passes(out, PASSES)
+    applied += run_passes(out, [(name, fn) for name, fn in PASSES if name not in skip])
     onnx.checker.check_model(out)
     return out, applied
 

@@ -234,6 +234,11 @@ def quantize(
     # Weights held in Constant nodes would be quantized at run time, and BatchNorm would stay a float op:
     # fold both first (and drop Identity/dead nodes), as quantizers recommend.
     original, _ = optimize_model(package.full_model(), skip=("fuse_activation",))
+    if _opset(original) < 13:
+        # Per-channel Quantize/DequantizeLinear (their `axis`) need opset 13; older exports are upgraded.
+        from onnx import version_converter
+
+        original = version_converter.convert_version(original, 13)
     for node in original.graph.node:  # exclusion and the sensitivity table go by node name
         if not node.name:
             node.name = f"{node.op_type}_{node.output[0]}"
@@ -317,6 +322,10 @@ def quantize(
     }  # fmt: skip
     result_pkg.write_manifest()
     return QuantizeResult(result_pkg, report, backend, form, skipped, sensitivity, attempts)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _random_one(package) -> dict[str, np.ndarray]:

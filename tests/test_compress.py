@@ -219,3 +219,24 @@ def test_convert_precision(tmp_path, to, capsys):
         config = ferry.Config(pkg.root)
         assert config.precision == "bf16"
         assert pkg.manifest.tuning["bf16"]["fastest"]["1"] == "openvino"
+
+
+def test_layers_kept_in_float_can_still_store_int8_weights(tmp_path):
+    import onnxruntime as ort
+
+    from ferry.compress.weights import int8_weights_for
+
+    pkg = matmul_model(tmp_path)
+    model = pkg.full_model()
+    assert int8_weights_for(model, ["mm0", "mm2"]) == 2
+    weights = {t.name: t for t in model.graph.initializer}
+    assert weights["w0_wq"].data_type == TensorProto.INT8 and "w0" not in weights and "w1" in weights
+    x = np.load(tmp_path / "mm.npz")["x"][:4]
+    want = ort.InferenceSession(pkg.full_model().SerializeToString()).run(None, {"x": x})[0]
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+    # The guard's outlier model cannot afford int8 weights in its float layer: the record says it tried without.
+    outlier = outlier_mlp(tmp_path)
+    quantize(outlier, tmp_path / "q", tmp_path / "data.npz", backend="onnxruntime", fmt="qdq",
+             eval_data=tmp_path / "data.npz", metric="agreement", max_drop=1.0)  # fmt: skip
+    assert ferry.load(tmp_path / "q").manifest.compression["int8_weights_when_float"] is False

@@ -44,3 +44,51 @@ def fold_weight_quantizers(model: onnx.ModelProto) -> int:
 
         dead_code.run(model)
     return folded
+
+
+def int8_weights_for(model: onnx.ModelProto, nodes: list[str]) -> int:
+    """Weight-only int8 for the named Conv/MatMul/Gemm nodes (those the guard keeps out of full int8):
+    their activations stay float, their weights become per-output-channel symmetric int8 behind a
+    DequantizeLinear. Weight rounding costs little accuracy next to activation quantization, and the file
+    shrinks as if the layer were quantized. Returns how many weights were converted."""
+    from onnx import helper
+
+    graph = model.graph
+    wanted = set(nodes)
+    done = 0
+    for node in list(graph.node):
+        if node.name not in wanted or node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.input) < 2:
+            continue
+        index = Index(graph)
+        w = index.const(node.input[1])
+        if w is None or w.dtype != np.float32 or w.ndim < 2 or node.input[1] not in index.inits:
+            continue
+        if node.op_type == "Conv" or (
+            node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+        ):
+            axis = 0
+        else:
+            axis = w.ndim - 1  # MatMul / Gemm weights are (in, out): one scale per output column
+        moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+        scale = np.abs(moved).max(axis=1) / 127.0
+        scale[scale == 0] = 1.0
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        base = node.input[1]
+        names = [f"{base}_wq", f"{base}_wscale", f"{base}_wzero", f"{base}_wdq"]
+        graph.initializer.extend([
+            numpy_helper.from_array(q, names[0]),
+            numpy_helper.from_array(scale.astype(np.float32), names[1]),
+            numpy_helper.from_array(np.zeros(len(scale), np.int8), names[2]),
+        ])  # fmt: skip
+        dq = helper.make_node("DequantizeLinear", names[:3], [names[3]], name=names[3], axis=axis)
+        position = next(i for i, n in enumerate(graph.node) if n is node)
+        graph.node.insert(position, dq)
+        node.input[1] = names[3]
+        done += 1
+    if done:
+        from ferry.optimize.passes import dead_code
+
+        dead_code.run(model)
+    return done

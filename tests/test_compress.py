@@ -240,3 +240,18 @@ def test_layers_kept_in_float_can_still_store_int8_weights(tmp_path):
     quantize(outlier, tmp_path / "q", tmp_path / "data.npz", backend="onnxruntime", fmt="qdq",
              eval_data=tmp_path / "data.npz", metric="agreement", max_drop=1.0)  # fmt: skip
     assert ferry.load(tmp_path / "q").manifest.compression["int8_weights_when_float"] is False
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy", "mse"])
+def test_calibration_methods_from_a_python_data_reader(tmp_path, method):
+    images = np.load(TEST)["image"]
+
+    def reader():  # a generator of feed dicts, as a PaddleSlim batch generator gives them
+        for start in range(0, 128, 16):
+            yield {"image": images[start : start + 16]}
+
+    result = quantize(DIGITS, tmp_path / "q", reader, backend="onnxruntime", fmt="qdq", method=method, eval_data=TEST)
+    assert result.report.drop * 100 <= 1.0
+    assert ferry.load(tmp_path / "q").manifest.compression["method"] == method
+    with pytest.raises(InputError, match="has no input 'image'"):
+        quantize(DIGITS, tmp_path / "r", [{"wrong": images[:4]}], backend="onnxruntime")

@@ -31,7 +31,33 @@ class Dataset:
             yield start, {n: a[start:stop] for n, a in self.inputs.items()}
 
 
-def load_dataset(path: str | Path, package: ModelPackage, limit: int | None = None) -> Dataset:
+def from_reader(batches: Any, package: ModelPackage) -> Dataset:
+    """A Python data reader: any iterable of {input name: batch array} dicts (or a callable returning one),
+    as ONNX Runtime's CalibrationDataReader or a PaddleSlim batch generator gives them."""
+    if callable(batches) and not hasattr(batches, "__iter__"):
+        batches = batches()
+    if hasattr(batches, "get_next"):  # ONNX Runtime's CalibrationDataReader protocol
+        reader, batches = batches, iter(lambda: reader.get_next(), None)
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in package.signature.input_names}
+    for i, feeds in enumerate(batches):
+        if not isinstance(feeds, dict):
+            raise InputError(f"the data reader's item {i} is a {type(feeds).__name__}, expected a dict of arrays")
+        for name in parts:
+            if name not in feeds:
+                raise InputError(f"the data reader's item {i} has no input {name!r} (has {sorted(feeds)})")
+            parts[name].append(np.asarray(feeds[name]))
+    if not any(parts.values()):
+        raise InputError("the data reader gave no batches")
+    inputs = {n: np.concatenate(v) for n, v in parts.items()}
+    return Dataset(inputs, None, len(next(iter(inputs.values()))))
+
+
+def load_dataset(path: Any, package: ModelPackage, limit: int | None = None) -> Dataset:
+    """Read `path` (a .npz, .jsonl or image folder), or collect a Python data reader (see from_reader)."""
+    if isinstance(path, Dataset):
+        return path
+    if not isinstance(path, (str, Path)):
+        return from_reader(path, package)
     path = Path(path)
     if path.is_dir():
         data = _image_folder(path, package)

@@ -245,7 +245,7 @@ def quantize(
     data = None
     feeds: list[dict] = []
     if calib is not None:
-        data = calib if isinstance(calib, Dataset) else load_dataset(calib, package)
+        data = load_dataset(calib, package)  # a path, a Dataset, or a Python data reader
         feeds = calibration_feeds(data, calib_size)
     evals = None
     if eval_data is not None:
@@ -257,7 +257,7 @@ def quantize(
         if int8_weights:
             from ferry.compress.weights import int8_weights_for
 
-            int8_weights_for(model, skip)
+            int8_weights_for(model)
         return model, form
 
     def build_full(skip: list[str]) -> tuple[onnx.ModelProto, str]:
@@ -307,9 +307,10 @@ def quantize(
         result_pkg, form, score, drop = attempt(skipped)
         attempts.append((len(skipped), drop))
         if max_drop is None or drop is None or drop * 100 <= max_drop:
-            if skipped and mode == "static" and drop is not None:
-                # The layers kept out of int8 may still store int8 weights (activations stay float): smaller
-                # file, usually the same accuracy. Kept only if the drop still fits.
+            if mode == "static" and drop is not None:
+                # Layers left out of int8 (by the guard, or by the quantizer's own rules) may still store
+                # int8 weights, their activations staying float: a smaller file, usually the same accuracy.
+                # Kept only if the measured drop still fits.
                 trial = attempt(skipped, int8_weights=True)
                 if max_drop is None or trial[3] * 100 <= max_drop:
                     result_pkg, form, score, drop = trial

@@ -46,18 +46,21 @@ def fold_weight_quantizers(model: onnx.ModelProto) -> int:
     return folded
 
 
-def int8_weights_for(model: onnx.ModelProto, nodes: list[str]) -> int:
-    """Weight-only int8 for the named Conv/MatMul/Gemm nodes (those the guard keeps out of full int8):
+def int8_weights_for(model: onnx.ModelProto, nodes: list[str] | None = None) -> int:
+    """Weight-only int8 for the named Conv/MatMul/Gemm nodes (default: every one whose weight is still
+    float, whether the guard or the quantizer itself left it out of full int8):
     their activations stay float, their weights become per-output-channel symmetric int8 behind a
     DequantizeLinear. Weight rounding costs little accuracy next to activation quantization, and the file
     shrinks as if the layer were quantized. Returns how many weights were converted."""
     from onnx import helper
 
     graph = model.graph
-    wanted = set(nodes)
+    wanted = None if nodes is None else set(nodes)
     done = 0
     for node in list(graph.node):
-        if node.name not in wanted or node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.input) < 2:
+        if wanted is not None and node.name not in wanted:
+            continue
+        if node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.input) < 2:
             continue
         index = Index(graph)
         w = index.const(node.input[1])

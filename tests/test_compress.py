@@ -255,3 +255,14 @@ def test_calibration_methods_from_a_python_data_reader(tmp_path, method):
     assert ferry.load(tmp_path / "q").manifest.compression["method"] == method
     with pytest.raises(InputError, match="has no input 'image'"):
         quantize(DIGITS, tmp_path / "r", [{"wrong": images[:4]}], backend="onnxruntime")
+
+
+def test_tensorrt_target_writes_symmetric_qdq(tmp_path):
+    result = quantize(DIGITS, tmp_path / "t", TEST, backend="tensorrt", eval_data=TEST)
+    assert result.format == "qdq-symmetric" and result.report.drop * 100 <= 0.5
+    pkg = ferry.load(tmp_path / "t")
+    assert pkg.manifest.compression["backend"] == "tensorrt"
+    assert pkg.manifest.compression["runs_on"] == "onnxruntime"
+    weights = {t.name: numpy_helper.to_array(t) for t in pkg.full_model().graph.initializer}
+    q_nodes = [n for n in pkg.graph_proto().graph.node if n.op_type == "QuantizeLinear"]
+    assert q_nodes and all(weights[n.input[2]].dtype == np.int8 and not weights[n.input[2]].any() for n in q_nodes)

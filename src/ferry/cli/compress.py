@@ -34,8 +34,13 @@ def eval_command(package, data, metric, reference, backend, batch, limit) -> Non
 @click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax",
               show_default=True, help="Activation range calibration.")  # fmt: skip
 @click.option("--format", "fmt", type=click.Choice(["auto", "qdq", "qoperator"]), default="auto", show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True,
-              help="The engine that will run it; auto picks OpenVINO (with NNCF) when installed.")  # fmt: skip
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "onnxruntime", "openvino", "tensorrt"]),
+    default="auto",
+    show_default=True,
+    help="The engine that will run it; auto picks OpenVINO (with NNCF) when installed.",
+)
 @click.option("--bits", type=click.Choice(["4", "8"]), default="8", show_default=True, help="For --mode weight-only.")
 @click.option("--calib-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--eval", "eval_data", type=_data, help="Evaluation data for the report and the guard.")

@@ -111,12 +111,14 @@ def _mse_ranges(model: onnx.ModelProto, feeds: list[dict]) -> dict[str, list[dic
     return overrides
 
 
-def _ort_static(model, feeds, method, fmt, per_channel, exclude) -> onnx.ModelProto:
+def _ort_static(model, feeds, method, fmt, per_channel, exclude, symmetric: bool = False) -> onnx.ModelProto:
+    """ONNX Runtime's static quantizer. `symmetric`: int8 activations with zero points at 0 (TensorRT reads
+    only that form of QDQ)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
              "entropy": CalibrationMethod.Entropy, "mse": CalibrationMethod.MinMax}[method]  # fmt: skip
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
     if method == "mse":
         extra["TensorQuantOverrides"] = _mse_ranges(model, feeds)
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,7 +126,8 @@ def _ort_static(model, feeds, method, fmt, per_channel, exclude) -> onnx.ModelPr
         quantize_static(
             _to_file(model, tmp), out, _Reader(feeds),
             quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            per_channel=per_channel, activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
             calibrate_method=calib, nodes_to_exclude=list(exclude), extra_options=extra,
         )  # fmt: skip
         return onnx.load(str(out))
@@ -229,6 +232,8 @@ def quantize(
     if max_drop is not None and eval_data is None:
         raise ConfigError("the accuracy guard (--max-drop) needs evaluation data (--eval)")
     backend = _pick_backend(backend, mode)
+    if backend == "tensorrt" and mode != "static":
+        raise ConfigError("the TensorRT target takes static int8 (QDQ); use --mode static")
     from ferry.optimize import optimize_model
 
     # Weights held in Constant nodes would be quantized at run time, and BatchNorm would stay a float op:
@@ -267,8 +272,10 @@ def quantize(
             return _weight_only(original, bits, skip), f"weight-only-int{bits}"
         if backend == "openvino":
             return _nncf(original, feeds, skip), "qdq"
+        if backend == "tensorrt":
+            return _ort_static(original, feeds, method, "qdq", per_channel, skip, symmetric=True), "qdq-symmetric"
         if backend != "onnxruntime":
-            raise ConfigError(f"int8 targets onnxruntime or openvino, not {backend!r}")
+            raise ConfigError(f"int8 targets onnxruntime, openvino or tensorrt, not {backend!r}")
         if fmt != "auto":
             return _ort_static(original, feeds, method, fmt, per_channel, skip), fmt
         # Whichever format runs faster here: QOperator uses ONNX Runtime's int8 kernels directly, QDQ
@@ -292,15 +299,18 @@ def quantize(
     skipped: list[str] = list(exclude or [])
     attempts: list[tuple[int, float | None]] = []
     sensitivity: list[LayerError] = []
-    tuning = {"fp32": {"fastest": {"1": backend, "64": backend}, "source": "ferry quantize"}}
+    # TensorRT needs a GPU: the QDQ graph is checked and timed on ONNX Runtime's CPU session here, and runs
+    # on TensorRT through ONNX Runtime's TensorRT provider (Config.enable_tensorrt) where one is present.
+    engine = "onnxruntime" if backend == "tensorrt" else backend
+    tuning = {"fp32": {"fastest": {"1": engine, "64": engine}, "source": "ferry quantize"}}
 
     def attempt(skip: list[str], int8_weights: bool = False):
         model, form = build(skip, int8_weights)
         record = {"mode": mode, "method": method if mode == "static" else None, "format": form,
-                  "backend": backend, "bits": bits, "kept_float": skip, "int8_weights_when_float": int8_weights,
-                  "source": package.name}  # fmt: skip
+                  "backend": backend, "runs_on": engine, "bits": bits, "kept_float": skip,
+                  "int8_weights_when_float": int8_weights, "source": package.name}  # fmt: skip
         saved = ferry.save(model, out, compression=record, tuning=tuning, **save_kwargs)
-        score = evaluate(saved, evals, metric, reference, backend=backend) if evals is not None else None
+        score = evaluate(saved, evals, metric, reference, backend=engine) if evals is not None else None
         return saved, form, score, None if score is None else baseline.value - score.value
 
     while True:
@@ -330,7 +340,7 @@ def quantize(
         skipped += candidates[: max(1, len(skipped) - len(exclude or []))]
     report = Report(
         package.name, package_bytes(package.root), package_bytes(result_pkg.root), backend,
-        latency_ms(package.root, "onnxruntime", one), latency_ms(result_pkg.root, backend, one),
+        latency_ms(package.root, "onnxruntime", one), latency_ms(result_pkg.root, engine, one),
         metric if evals is not None else None,
         baseline.value if baseline else None, score.value if score else None,
     )  # fmt: skip

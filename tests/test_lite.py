@@ -255,3 +255,20 @@ def test_conv_paths_agree_with_onnxruntime(x_shape, w_shape, attrs):
         None, {"x": x, "w": w}
     )
     np.testing.assert_allclose(Conv(x, w, **attrs), want[0], atol=1e-4, rtol=1e-4)
+
+
+def test_one_engine_runs_in_several_threads_at_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pkg = small_cnn(tmp_path)
+    engine = Engine(from_onnx(pkg.full_model()))
+    rng = np.random.default_rng(8)
+    batches = [rng.standard_normal((2, 3, 32, 32)).astype(np.float32) for _ in range(4)]
+    want = [ort_outputs(pkg, x) for x in batches]
+    engine.run({"x": batches[0]})  # plan once; every thread then runs in an arena of its own
+
+    def work(i: int) -> bool:
+        return all(np.allclose(engine.run({"x": batches[i]})["y"], want[i], atol=1e-4) for _ in range(20))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(4)))

@@ -15,6 +15,7 @@ Memory, as `Engine(memory=...)`:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -206,7 +207,8 @@ class Engine:
         self.input_names = [v.name for v in graph.inputs if v.name not in graph.weights]
         self.output_names = [v.name for v in graph.outputs]
         self.plans: dict[str, planner.Plan] = dict(plans or {})
-        self._arenas: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+        # Plans are shared; arenas are per thread, so that one engine may run in several threads at once.
+        self._local = threading.local()
 
     def plan_for(self, feeds: dict[str, Any]) -> planner.Plan | None:
         """The memory plan used for inputs of these shapes (made on the first run at them)."""
@@ -227,9 +229,10 @@ class Engine:
         return {name: env[name] for name in wanted}
 
     def _run_planned(self, env: dict[str, Any], key: str) -> None:
-        arena = self._arenas.get(key)
+        arenas = self._local.__dict__.setdefault("arenas", {})
+        arena = arenas.get(key)
         if arena is None and key in self.plans:
-            arena = self._arenas[key] = _views(self.plans[key])
+            arena = arenas[key] = _views(self.plans[key])
         if arena is not None:
             self.program.execute(env, views=arena[1], arena=arena[0])
             return

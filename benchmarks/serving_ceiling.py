@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ferry-bench")
+    parser.add_argument("--paired", type=int, default=0, help="then this many back-to-back offline/served rounds")
+    parser.add_argument("--skip-table", action="store_true", help="only the paired rounds")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     pkg = bench_models.cnn(args.work, "resnet18").package
@@ -96,6 +98,9 @@ def main() -> None:
     output, name = package.signature.outputs[0].name, package.name
     lua = binary_body(args.work, output)
 
+    if args.skip_table:
+        paired(pkg, name, lua, args)
+        return
     print("offline (images/s)")
     ceiling = 0.0
     for streams, threads in ((1, 2), (2, 1)):
@@ -111,16 +116,39 @@ def main() -> None:
     print("| server settings | images/s | of the ceiling | p99 ms | errors |")
     print("|---|---|---|---|---|")
     for label, flags in SETTINGS.items():
-        cmd = [sys.executable, "-m", "ferry", "serve", str(pkg), "--backend", "onnxruntime", "--grpc-port", "0",
-               "--http-port", "8310", *flags]  # fmt: skip
-        proc = start(cmd)
-        try:
-            wait_ready("http://127.0.0.1:8310/v2/health/ready")
-            run_wrk(f"http://127.0.0.1:8310/v2/models/{name}/infer", lua, args.connections, 3)  # warm up
-            r = run_wrk(f"http://127.0.0.1:8310/v2/models/{name}/infer", lua, args.connections, args.seconds)
-        finally:
-            stop(proc)
+        r = serve_rate(pkg, name, lua, flags, args.connections, args.seconds)
         print(f"| {label} | {r['rps']:.1f} | {r['rps'] / ceiling:.2f}x | {r['p99']:.0f} | {r['errors']:.0f} |")
+
+    if args.paired:
+        paired(pkg, name, lua, args)
+
+
+def serve_rate(pkg: Path, name: str, lua: Path, flags: list[str], connections: int, seconds: int) -> dict:
+    cmd = [sys.executable, "-m", "ferry", "serve", str(pkg), "--backend", "onnxruntime", "--grpc-port", "0",
+           "--http-port", "8310", *flags]  # fmt: skip
+    proc = start(cmd)
+    try:
+        wait_ready("http://127.0.0.1:8310/v2/health/ready")
+        run_wrk(f"http://127.0.0.1:8310/v2/models/{name}/infer", lua, connections, 3)  # warm up
+        return run_wrk(f"http://127.0.0.1:8310/v2/models/{name}/infer", lua, connections, seconds)
+    finally:
+        stop(proc)
+
+
+def paired(pkg: Path, name: str, lua: Path, args: argparse.Namespace) -> None:
+    """Offline and served measured back to back, several times: each ratio compares two numbers taken a
+    minute apart, so the VM's drift (which moved the ceiling by 17% between runs) cancels out."""
+    flags = SETTINGS["2 instances x 1 thread, batch 16"]
+    print(f"\npaired rounds, setting '2 instances x 1 thread, batch 16', wrk -c{args.connections}")
+    print("| round | offline best of 2x1 / 1x2 at batch 16 | served | ratio |")
+    print("|---|---|---|---|")
+    ratios = []
+    for i in range(args.paired):
+        ceiling = max(offline(pkg, 16, 2, 1, 5.0), offline(pkg, 16, 1, 2, 5.0))
+        served = serve_rate(pkg, name, lua, flags, args.connections, args.seconds)["rps"]
+        ratios.append(served / ceiling)
+        print(f"| {i + 1} | {ceiling:.1f} | {served:.1f} | {served / ceiling:.2f}x |", flush=True)
+    print(f"median ratio {sorted(ratios)[len(ratios) // 2]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -9,15 +9,22 @@ from onnx import helper
 from ferry.optimize.ir import Index, attr, position, remove, rename_input
 
 
-def _transposes(model: onnx.ModelProto) -> bool:
-    graph = model.graph
+def _pairs(graph: onnx.GraphProto, op: str):
+    """(first, second, index) for each `op` node whose output feeds only another `op` node, as data."""
     for first in list(graph.node):
-        if first.op_type != "Transpose":
+        if first.op_type != op:
             continue
         index = Index(graph)
         second = index.sole_consumer(first.output[0])
-        p1, p2 = attr(first, "perm"), attr(second, "perm") if second is not None else None
-        if second is None or second.op_type != "Transpose" or p1 is None or p2 is None:
+        if second is not None and second.op_type == op and second.input[0] == first.output[0]:
+            yield first, second, index
+
+
+def _transposes(model: onnx.ModelProto) -> bool:
+    graph = model.graph
+    for first, second, index in _pairs(graph, "Transpose"):
+        p1, p2 = attr(first, "perm"), attr(second, "perm")
+        if p1 is None or p2 is None:
             continue
         composed = [p1[i] for i in p2]
         if composed == list(range(len(composed))):
@@ -38,13 +45,7 @@ def _transposes(model: onnx.ModelProto) -> bool:
 
 def _reshapes(model: onnx.ModelProto) -> bool:
     graph = model.graph
-    for first in list(graph.node):
-        if first.op_type != "Reshape":
-            continue
-        index = Index(graph)
-        second = index.sole_consumer(first.output[0])
-        if second is None or second.op_type != "Reshape" or second.input[0] != first.output[0]:
-            continue
+    for first, second, index in _pairs(graph, "Reshape"):
         shape = index.const(second.input[1])
         if shape is None or (shape == 0).any():
             continue  # a 0 copies a dimension from the first reshape's output, which would change

@@ -200,3 +200,21 @@ def test_whole_optimizer_keeps_graph_valid_and_equal():
     assert {"fold_batchnorm", "fuse_activation"} <= set(applied)
     feeds = {"x": x(1, 3, 8, 8)}
     np.testing.assert_allclose(run_ort(out, feeds)[0], run_ort(model, feeds)[0], atol=1e-4)
+
+
+def test_residual_add_and_activation_fuse_into_the_conv():
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "x"], ["s"]),  # the block's skip connection
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    inits = [const("w1", x(4, 4, 3, 3)), const("b1", x(4)), const("w2", x(4, 4, 3, 3)), const("b2", x(4))]
+    model = model_of(nodes, [("x", [1, 4, 6, 6])], ["y"], inits)
+    onnx_model = onnx.ModelProto()
+    onnx_model.CopyFrom(model)
+    onnx_model = onnx.shape_inference.infer_shapes(onnx_model)  # the pass checks the residual's shape
+    out, ops = apply(fuse_activation.run, onnx_model, {"x": x(1, 4, 6, 6)})
+    assert ops == {"FusedConv": 2}
+    assert [len(n.input) for n in out.graph.node] == [3, 4]  # the second carries the residual as Z

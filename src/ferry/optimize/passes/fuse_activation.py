@@ -57,6 +57,50 @@ def _fuse_activations(model: onnx.ModelProto) -> bool:
     return changed
 
 
+def _shapes(model: onnx.ModelProto) -> dict[str, list]:
+    known = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+    return {
+        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+        for v in known
+        if v.type.tensor_type.HasField("shape")
+    }
+
+
+def _fuse_residuals(model: onnx.ModelProto) -> bool:
+    """Conv -> Add(residual) -> activation becomes one FusedConv with the residual as its Z input (the
+    ResNet block ending). The residual must have the conv output's exact shape: FusedConv does not
+    broadcast Z."""
+    graph = model.graph
+    shapes = _shapes(model)
+    for conv in list(graph.node):
+        if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
+            continue
+        index = Index(graph)
+        add = index.sole_consumer(conv.output[0])
+        if add is None or add.op_type != "Add" or len(add.input) != 2 or add.input[0] == add.input[1]:
+            continue
+        residual = add.input[1] if add.input[0] == conv.output[0] else add.input[0]
+        if shapes.get(residual) is None or shapes.get(residual) != shapes.get(conv.output[0]):
+            continue
+        act = index.sole_consumer(add.output[0])
+        found = _activation(act, index) if act is not None else None
+        if found is None:
+            continue
+        name, params = found
+        inputs = list(conv.input) + [""] * (3 - len(conv.input)) + [residual]
+        fused = helper.make_node(
+            "FusedConv", inputs, [act.output[0]], name=(conv.name or act.output[0]) + "_fused_residual",
+            domain=MS, activation=name, **({"activation_params": params} if params else {}),
+        )  # fmt: skip
+        fused.attribute.extend(conv.attribute)
+        at = position(graph, add)  # the residual may be computed after the conv: place it where the add was
+        remove(graph, [conv, add, act])
+        graph.node.insert(at - 1, fused)
+        ensure_domain(model, MS)
+        return True
+    return False
+
+
 def _matmul_add_to_gemm(model: onnx.ModelProto) -> bool:
     graph = model.graph
     changed = False
@@ -85,4 +129,7 @@ def _matmul_add_to_gemm(model: onnx.ModelProto) -> bool:
 
 def run(model: onnx.ModelProto) -> bool:
     gemm = _matmul_add_to_gemm(model)
-    return _fuse_activations(model) or gemm
+    residual = False
+    while _fuse_residuals(model):
+        residual = True
+    return _fuse_activations(model) or gemm or residual

@@ -266,3 +266,11 @@ def test_tensorrt_target_writes_symmetric_qdq(tmp_path):
     weights = {t.name: numpy_helper.to_array(t) for t in pkg.full_model().graph.initializer}
     q_nodes = [n for n in pkg.graph_proto().graph.node if n.op_type == "QuantizeLinear"]
     assert q_nodes and all(weights[n.input[2]].dtype == np.int8 and not weights[n.input[2]].any() for n in q_nodes)
+
+
+def test_inspect_shows_what_compression_did(tmp_path, capsys):
+    quantize(DIGITS, tmp_path / "q", TEST, backend="onnxruntime", fmt="qoperator")
+    capsys.readouterr()
+    assert cli(["inspect", str(tmp_path / "q")]) == 0
+    out = capsys.readouterr().out
+    assert 'compression: {"mode": "static"' in out and '"format": "qoperator"' in out

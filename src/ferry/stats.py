@@ -99,4 +99,5 @@ def describe(package: ModelPackage, dims: dict[str, int] | None = None) -> dict[
         "postprocessing": manifest.postprocessing,
         "labels": manifest.labels,
         "tuning": manifest.tuning,
+        "compression": manifest.compression,
     }

@@ -68,5 +68,8 @@ def inspect(package: Path, as_json: bool, dims: tuple[str, ...]) -> None:
         console.print("postprocessing: " + " -> ".join(s["op"] for s in info["postprocessing"]))
     if info["labels"]:
         console.print(f"labels: {len(info['labels'])} ({', '.join(info['labels'][:10])}...)")
+    if info["compression"]:
+        done = {k: v for k, v in info["compression"].items() if k not in ("report", "layers") and v not in (None, [])}
+        console.print(f"compression: {json.dumps(done)}")
     if info["tuning"]:
         console.print(f"tuning: {json.dumps({k: v.get('fastest') for k, v in info['tuning'].items()})}")

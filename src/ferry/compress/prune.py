@@ -161,14 +161,14 @@ def refit(pruned: onnx.ModelProto, original: onnx.ModelProto, consumers: list[st
     """Least-squares reconstruction (as in channel pruning by He et al., 2017): refit each consumer layer so
     that, from the channels left, it reproduces the original model's output of that layer on `feeds`.
     Consumers go in graph order, each seeing the inputs of the already-refitted layers before it."""
-    from ferry.compress.sensitivity import _run_all
+    from ferry.compress.sensitivity import run_tensors
 
     for name in consumers:
         node = next(n for n in pruned.graph.node if n.name == name or n.output[0] == name)
-        target = np.concatenate(_run_all(original, [node.output[0]], feeds)[node.output[0]])
+        target = np.concatenate(run_tensors(original, [node.output[0]], feeds)[node.output[0]])
         if node.name in kept:  # this layer lost output channels too: reproduce the ones it kept
             target = target[:, kept[node.name]]
-        x = np.concatenate(_run_all(pruned, [node.input[0]], feeds)[node.input[0]]).astype(np.float64)
+        x = np.concatenate(run_tensors(pruned, [node.input[0]], feeds)[node.input[0]]).astype(np.float64)
         index = Index(pruned.graph)
         w = index.const(node.input[1])
         has_bias = len(node.input) > 2 and bool(node.input[2])

@@ -84,11 +84,11 @@ class _Reader:
 def _mse_ranges(model: onnx.ModelProto, feeds: list[dict]) -> dict[str, list[dict[str, float]]]:
     """Per activation tensor, the clipping range that minimises the mean squared error of uint8
     quantization over the calibration data (searched over shrinking fractions of the observed range)."""
-    from ferry.compress.sensitivity import _run_all
+    from ferry.compress.sensitivity import run_tensors
 
     names = [o for n in model.graph.node for o in n.output if o]
     inputs = [i.name for i in model.graph.input]
-    values = _run_all(model, inputs + names, feeds)
+    values = run_tensors(model, inputs + names, feeds)
     overrides = {}
     for name, chunks in values.items():
         x = np.concatenate([c.reshape(-1) for c in chunks]).astype(np.float32)
@@ -179,21 +179,14 @@ def _pick_backend(backend: str, mode: str) -> str:
 
 
 def _ort_latency(model: onnx.ModelProto, feeds: dict) -> float:
-    import time
-
     import onnxruntime as ort
+
+    from ferry.bench.measure import time_calls
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    for _ in range(3):
-        session.run(None, feeds)
-    samples = []
-    for _ in range(15):
-        started = time.perf_counter()
-        session.run(None, feeds)
-        samples.append(time.perf_counter() - started)
-    return float(np.median(samples) * 1000)
+    return float(np.median(time_calls(lambda: session.run(None, feeds), warmup=3, runs=15, min_seconds=0.0)))
 
 
 def quantize(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ferry.bench.measure import time_calls
 
 
 def package_bytes(root: Path) -> int:
@@ -23,15 +23,7 @@ def latency_ms(package_root: Path, backend: str, feeds: dict[str, np.ndarray], t
     config.set_backend(backend)
     config.set_cpu_threads(threads)
     predictor = ferry.create_predictor(config)
-    for _ in range(3):
-        predictor.predict(feeds)
-    samples = []
-    deadline = time.perf_counter() + seconds
-    while len(samples) < 5 or time.perf_counter() < deadline:
-        started = time.perf_counter()
-        predictor.predict(feeds)
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+    return float(np.median(time_calls(lambda: predictor.predict(feeds), warmup=3, runs=5, min_seconds=seconds)))
 
 
 def vnni() -> bool:

@@ -37,7 +37,8 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
     return out.SerializeToString()
 
 
-def _run_all(model: onnx.ModelProto, names: list[str], feeds: list[dict]) -> dict[str, list[np.ndarray]]:
+def run_tensors(model: onnx.ModelProto, names: list[str], feeds: list[dict]) -> dict[str, list[np.ndarray]]:
+    """Named intermediate tensors of `model` (those it still has) over each batch of `feeds`, in ONNX Runtime."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(_with_outputs(model, names), providers=["CPUExecutionProvider"])
@@ -55,8 +56,8 @@ def layer_errors(fp32: onnx.ModelProto, quantized_qdq: onnx.ModelProto, feeds: l
     nodes = [n for n in fp32.graph.node if n.op_type in QUANTIZABLE and n.output and n.output[0]]
     producers = {o: n for n in fp32.graph.node for o in n.output}
     tensors = sorted({n.output[0] for n in nodes} | {i for n in nodes for i in n.input if i in producers})
-    want = _run_all(fp32, tensors, feeds)
-    got = _run_all(quantized_qdq, tensors, feeds)
+    want = run_tensors(fp32, tensors, feeds)
+    got = run_tensors(quantized_qdq, tensors, feeds)
 
     def rel(name: str) -> float:
         if name not in want or name not in got:

@@ -148,20 +148,16 @@ class Program:
 
     def _plan_frees(self, keep: set[str]) -> None:
         self.keep = keep
+        self.reads = self._reads()
         last: dict[str, int] = {}
-        for i, step in enumerate(self.steps):
-            reads = [n for n in step.inputs if n]
-            for program in step.graphs.values():
-                for p in program if isinstance(program, list) else [program]:
-                    if p is not None:
-                        reads += p.graph.captured()
+        for i, reads in enumerate(self.reads):
             for name in reads:
                 last[name] = i
         for name, i in last.items():
             if name not in keep and name not in self.graph.weights:
                 self.steps[i].frees.append(name)
 
-    def reads(self) -> list[list[str]]:
+    def _reads(self) -> list[list[str]]:
         """Per step, every name it reads, including what its subgraphs capture."""
         out = []
         for step in self.steps:
@@ -239,7 +235,7 @@ class Engine:
         trace: dict[str, tuple] = {}
         self.program.execute(env, trace=trace)
         steps_writes = [s.outputs for s in self.program.steps]
-        spans = planner.lifetimes(self.program.reads(), steps_writes)
+        spans = planner.lifetimes(self.program.reads, steps_writes)
         self.plans[key] = planner.plan(trace, {n: spans[n] for n in trace})
 
     def _check(self, feeds: dict[str, Any]) -> None:

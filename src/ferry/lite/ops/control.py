@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
-from .elementwise import np_dtype
 from .shape import scalar
 
 
@@ -150,11 +149,3 @@ def OptionalGetElement(x):
     if x is None:
         raise ValueError("OptionalGetElement on an empty optional")
     return x
-
-
-@op("CastMap", domain="ai.onnx.ml")
-def CastMap(x, **_):
-    raise NotImplementedError("maps are not supported")
-
-
-__all__ = ["np_dtype"]

@@ -1,8 +1,6 @@
-"""Neural-network ops: convolution (im2col + matmul), pooling, normalisation, dropout, LRN."""
+"""Convolution (im2col + matmul and its special cases) and pooling."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -13,7 +11,7 @@ from ..registry import op
 PARALLEL_MIN = 1 << 16  # elements below which splitting across threads costs more than it saves
 
 
-def _pads(auto_pad, pads, in_shape, kernel, strides, dilations, ceil_mode=0):
+def _pads(auto_pad, pads, in_shape, kernel, strides, dilations):
     """Begin and end padding per spatial axis, following ONNX's auto_pad rules."""
     n = len(in_shape)
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -287,15 +285,10 @@ def ConvTranspose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, k
     return y.astype(x.dtype, copy=False)
 
 
-def _pool(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode):
-    strides_, dilations_, begin, end, out = _geometry(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
-    return strides_, dilations_, begin, end, out
-
-
 @op("MaxPool")
 def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None, storage_order=0,
             strides=None, _num_outputs=1):  # fmt: skip
-    strides, dilations, begin, end, out = _pool(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
+    strides, dilations, begin, end, out = _geometry(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     if _num_outputs == 1 and len(kernel_shape) == 2:
         geometry = zip(out, strides, kernel_shape, dilations, x.shape[2:], begin, end)
@@ -327,7 +320,7 @@ def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, 
 @op("AveragePool")
 def AveragePool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None, kernel_shape, pads=None,
                 strides=None):  # fmt: skip
-    strides, dilations, begin, end, out = _pool(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
+    strides, dilations, begin, end, out = _geometry(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
     xf = x.astype(np.float64)
     if count_include_pad:
         # Explicit padding counts as zeros; the extra padding of ceil mode does not count.
@@ -341,7 +334,7 @@ def AveragePool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilat
 
 @op("LpPool")
 def LpPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, p=2, pads=None, strides=None):
-    strides, dilations, begin, end, out = _pool(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
+    strides, dilations, begin, end, out = _geometry(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
     win = _windows(np.abs(x).astype(np.float64) ** p, kernel_shape, strides, dilations, begin, end, out, 0)
     flat = win.reshape(*win.shape[: 2 + len(out)], -1)
     return (flat.sum(axis=-1) ** (1.0 / p)).astype(x.dtype)
@@ -369,107 +362,3 @@ def MaxUnpool(x, indices, output_shape=None, *, kernel_shape, pads=None, strides
     y = np.zeros(int(np.prod(output_shape)), dtype=x.dtype)
     y[indices.reshape(-1)] = x.reshape(-1)
     return y.reshape([int(s) for s in output_shape])
-
-
-# --- normalisation -----------------------------------------------------------------------------------------
-
-
-def _channel(v, ndim):
-    return v.reshape(1, -1, *[1] * (ndim - 2))
-
-
-@op("BatchNormalization")
-def BatchNormalization(x, scale, b, mean, var, *, epsilon=1e-5, momentum=0.9, training_mode=0, spatial=1,
-                       is_test=0, consumed_inputs=None):  # fmt: skip
-    if training_mode:
-        axes = (0, *range(2, x.ndim))
-        batch_mean, batch_var = x.mean(axis=axes), x.var(axis=axes)
-        y = (x - _channel(batch_mean, x.ndim)) / np.sqrt(_channel(batch_var, x.ndim) + epsilon)
-        y = y * _channel(scale, x.ndim) + _channel(b, x.ndim)
-        running_mean = mean * momentum + batch_mean * (1 - momentum)
-        running_var = var * momentum + batch_var * (1 - momentum)
-        return y.astype(x.dtype), running_mean.astype(mean.dtype), running_var.astype(var.dtype)
-    k = scale / np.sqrt(var + epsilon)
-    y = x * _channel(k, x.ndim) + _channel(b - mean * k, x.ndim)
-    return y.astype(x.dtype, copy=False)
-
-
-@op("InstanceNormalization")
-def InstanceNormalization(x, scale, b, *, epsilon=1e-5):
-    axes = tuple(range(2, x.ndim))
-    y = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + epsilon)
-    return (y * _channel(scale, x.ndim) + _channel(b, x.ndim)).astype(x.dtype)
-
-
-@op("LayerNormalization", since=17)
-def LayerNormalization(x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1):
-    axis = axis + x.ndim if axis < 0 else axis
-    axes = tuple(range(axis, x.ndim))
-    xf = x.astype(np.float32, copy=False) if stash_type == 1 else x
-    mean = xf.mean(axis=axes, keepdims=True)
-    centered = xf - mean
-    inv = 1 / np.sqrt(np.square(centered).mean(axis=axes, keepdims=True) + np.asarray(epsilon, xf.dtype))
-    y = centered * inv
-    y *= scale
-    if b is not None:
-        y += b
-    return y.astype(x.dtype, copy=False), mean, inv
-
-
-@op("RMSNormalization", since=23)
-def RMSNormalization(x, scale, *, axis=-1, epsilon=1e-5, stash_type=1):
-    axis = axis + x.ndim if axis < 0 else axis
-    xf = x.astype(np.float32) if stash_type == 1 else x
-    rms = np.sqrt((xf * xf).mean(axis=tuple(range(axis, x.ndim)), keepdims=True) + epsilon)
-    return (xf / rms * scale).astype(x.dtype)
-
-
-@op("GroupNormalization", since=18)
-def GroupNormalization_18(x, scale, bias, *, epsilon=1e-5, num_groups):
-    n, c = x.shape[:2]
-    per_group = _group_norm(x, num_groups, epsilon)
-    return (per_group * np.repeat(scale, c // num_groups).reshape(1, c, *[1] * (x.ndim - 2))
-            + np.repeat(bias, c // num_groups).reshape(1, c, *[1] * (x.ndim - 2))).astype(x.dtype)  # fmt: skip
-
-
-@op("GroupNormalization", since=21)
-def GroupNormalization(x, scale, bias, *, epsilon=1e-5, num_groups, stash_type=1):
-    y = _group_norm(x, num_groups, epsilon)
-    return (y * _channel(scale, x.ndim) + _channel(bias, x.ndim)).astype(x.dtype)
-
-
-def _group_norm(x, groups, epsilon):
-    n = x.shape[0]
-    g = x.reshape(n, groups, -1).astype(np.float32)
-    g = (g - g.mean(axis=-1, keepdims=True)) / np.sqrt(g.var(axis=-1, keepdims=True) + epsilon)
-    return g.reshape(x.shape)
-
-
-@op("MeanVarianceNormalization")
-def MeanVarianceNormalization(x, *, axes=(0, 2, 3)):
-    axes = tuple(axes)
-    mean = x.mean(axis=axes, keepdims=True)
-    return ((x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + 1e-9)).astype(x.dtype)
-
-
-@op("LRN")
-def LRN(x, *, alpha=1e-4, beta=0.75, bias=1.0, size):
-    c = x.shape[1]
-    square = x.astype(np.float64) ** 2
-    total = np.zeros_like(square)
-    lo, hi = (size - 1) // 2, math.ceil((size - 1) / 2)
-    for ch in range(c):
-        total[:, ch] = square[:, max(0, ch - lo) : min(c, ch + hi + 1)].sum(axis=1)
-    return (x / (bias + alpha / size * total) ** beta).astype(x.dtype)
-
-
-@op("Dropout")
-def Dropout_1(x, *, ratio=0.5, is_test=0, consumed_inputs=None, seed=None):
-    return x, np.ones(x.shape, dtype=bool)
-
-
-@op("Dropout", since=12)
-def Dropout(x, ratio=None, training_mode=None, *, seed=None):
-    if training_mode is not None and bool(training_mode) and (ratio is None or float(ratio) > 0):
-        raise NotImplementedError("Dropout in training mode is random; the lite engine runs inference only")
-    return x, np.ones(x.shape, dtype=bool)

@@ -1,0 +1,110 @@
+"""Normalisation and regularisation ops: BatchNorm, Instance/Layer/Group/RMS norm, MVN, LRN, Dropout."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..registry import op
+
+
+def _channel(v, ndim):
+    return v.reshape(1, -1, *[1] * (ndim - 2))
+
+
+@op("BatchNormalization")
+def BatchNormalization(x, scale, b, mean, var, *, epsilon=1e-5, momentum=0.9, training_mode=0, spatial=1,
+                       is_test=0, consumed_inputs=None):  # fmt: skip
+    if training_mode:
+        axes = (0, *range(2, x.ndim))
+        batch_mean, batch_var = x.mean(axis=axes), x.var(axis=axes)
+        y = (x - _channel(batch_mean, x.ndim)) / np.sqrt(_channel(batch_var, x.ndim) + epsilon)
+        y = y * _channel(scale, x.ndim) + _channel(b, x.ndim)
+        running_mean = mean * momentum + batch_mean * (1 - momentum)
+        running_var = var * momentum + batch_var * (1 - momentum)
+        return y.astype(x.dtype), running_mean.astype(mean.dtype), running_var.astype(var.dtype)
+    k = scale / np.sqrt(var + epsilon)
+    y = x * _channel(k, x.ndim) + _channel(b - mean * k, x.ndim)
+    return y.astype(x.dtype, copy=False)
+
+
+@op("InstanceNormalization")
+def InstanceNormalization(x, scale, b, *, epsilon=1e-5):
+    axes = tuple(range(2, x.ndim))
+    y = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + epsilon)
+    return (y * _channel(scale, x.ndim) + _channel(b, x.ndim)).astype(x.dtype)
+
+
+@op("LayerNormalization", since=17)
+def LayerNormalization(x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1):
+    axis = axis + x.ndim if axis < 0 else axis
+    axes = tuple(range(axis, x.ndim))
+    xf = x.astype(np.float32, copy=False) if stash_type == 1 else x
+    mean = xf.mean(axis=axes, keepdims=True)
+    centered = xf - mean
+    inv = 1 / np.sqrt(np.square(centered).mean(axis=axes, keepdims=True) + np.asarray(epsilon, xf.dtype))
+    y = centered * inv
+    y *= scale
+    if b is not None:
+        y += b
+    return y.astype(x.dtype, copy=False), mean, inv
+
+
+@op("RMSNormalization", since=23)
+def RMSNormalization(x, scale, *, axis=-1, epsilon=1e-5, stash_type=1):
+    axis = axis + x.ndim if axis < 0 else axis
+    xf = x.astype(np.float32) if stash_type == 1 else x
+    rms = np.sqrt((xf * xf).mean(axis=tuple(range(axis, x.ndim)), keepdims=True) + epsilon)
+    return (xf / rms * scale).astype(x.dtype)
+
+
+@op("GroupNormalization", since=18)
+def GroupNormalization_18(x, scale, bias, *, epsilon=1e-5, num_groups):
+    n, c = x.shape[:2]
+    per_group = _group_norm(x, num_groups, epsilon)
+    return (per_group * np.repeat(scale, c // num_groups).reshape(1, c, *[1] * (x.ndim - 2))
+            + np.repeat(bias, c // num_groups).reshape(1, c, *[1] * (x.ndim - 2))).astype(x.dtype)  # fmt: skip
+
+
+@op("GroupNormalization", since=21)
+def GroupNormalization(x, scale, bias, *, epsilon=1e-5, num_groups, stash_type=1):
+    y = _group_norm(x, num_groups, epsilon)
+    return (y * _channel(scale, x.ndim) + _channel(bias, x.ndim)).astype(x.dtype)
+
+
+def _group_norm(x, groups, epsilon):
+    n = x.shape[0]
+    g = x.reshape(n, groups, -1).astype(np.float32)
+    g = (g - g.mean(axis=-1, keepdims=True)) / np.sqrt(g.var(axis=-1, keepdims=True) + epsilon)
+    return g.reshape(x.shape)
+
+
+@op("MeanVarianceNormalization")
+def MeanVarianceNormalization(x, *, axes=(0, 2, 3)):
+    axes = tuple(axes)
+    mean = x.mean(axis=axes, keepdims=True)
+    return ((x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + 1e-9)).astype(x.dtype)
+
+
+@op("LRN")
+def LRN(x, *, alpha=1e-4, beta=0.75, bias=1.0, size):
+    c = x.shape[1]
+    square = x.astype(np.float64) ** 2
+    total = np.zeros_like(square)
+    lo, hi = (size - 1) // 2, math.ceil((size - 1) / 2)
+    for ch in range(c):
+        total[:, ch] = square[:, max(0, ch - lo) : min(c, ch + hi + 1)].sum(axis=1)
+    return (x / (bias + alpha / size * total) ** beta).astype(x.dtype)
+
+
+@op("Dropout")
+def Dropout_1(x, *, ratio=0.5, is_test=0, consumed_inputs=None, seed=None):
+    return x, np.ones(x.shape, dtype=bool)
+
+
+@op("Dropout", since=12)
+def Dropout(x, ratio=None, training_mode=None, *, seed=None):
+    if training_mode is not None and bool(training_mode) and (ratio is None or float(ratio) > 0):
+        raise NotImplementedError("Dropout in training mode is random; the lite engine runs inference only")
+    return x, np.ones(x.shape, dtype=bool)

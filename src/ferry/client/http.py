@@ -76,10 +76,7 @@ class HttpClient:
         version: str | None = None,
         binary: bool = True,
     ) -> dict[str, np.ndarray]:
-        body, header_length = wire.rest_request(inputs, outputs, binary)
-        headers = {"Content-Type": "application/octet-stream" if header_length else "application/json"}
-        if header_length is not None:
-            headers[HEADER_LENGTH] = str(header_length)
+        body, headers = _infer_body(inputs, outputs, binary)
         status, resp_headers, data = self.request("POST", _path(model, version, "/infer"), body, headers)
         if status != 200:
             raise wire.error_for(status, data)
@@ -90,6 +87,15 @@ class HttpClient:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
+
+
+def _infer_body(inputs: dict[str, np.ndarray], outputs: list[str] | None, binary: bool) -> tuple[bytes, dict]:
+    """An OIP infer body and its headers (the binary extension announces its JSON header's length)."""
+    body, header_length = wire.rest_request(inputs, outputs, binary)
+    headers = {"Content-Type": "application/octet-stream" if header_length else "application/json"}
+    if header_length is not None:
+        headers[HEADER_LENGTH] = str(header_length)
+    return body, headers
 
 
 class AsyncHttpClient:
@@ -121,8 +127,7 @@ class AsyncHttpClient:
         version: str | None = None,
         binary: bool = True,
     ) -> dict[str, np.ndarray]:
-        body, header_length = wire.rest_request(inputs, outputs, binary)
-        headers = {} if header_length is None else {HEADER_LENGTH: str(header_length)}
+        body, headers = _infer_body(inputs, outputs, binary)
         resp = await self._client.post(_path(model, version, "/infer"), content=body, headers=headers)
         if resp.status_code != 200:
             raise wire.error_for(resp.status_code, resp.content)

@@ -74,7 +74,9 @@ class MLP(ls.LitAPI):
     def encode_response(self, output):
         return {"y": output.tolist()}
 if __name__ == "__main__":
-    ls.LitServer(MLP(), accelerator="cpu").run(host="127.0.0.1", port=int(os.environ["PORT"]))
+    ls.LitServer(MLP(), accelerator="cpu").run(
+        host="127.0.0.1", port=int(os.environ["PORT"]), generate_client_file=False
+    )
 """
 BENTO_APP = """
 import os, numpy as np, onnxruntime as ort, bentoml

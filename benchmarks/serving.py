@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--fastapi-python", default="/tmp/venv-fastapi/bin/python")
     parser.add_argument("--litserve-python", default="/tmp/venv-litserve/bin/python")
     parser.add_argument("--bentoml-python", default="/tmp/venv-bento/bin/python")
+    parser.add_argument("--only", default="", help="comma-separated server names (or their starts) to run")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ferry-serving-bench-"))
     pkg = make_model(work)
@@ -270,6 +271,9 @@ def main() -> None:
             {"MODEL": str(pkg / "model.onnx"), "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(work / "bentoml")},
             f"http://127.0.0.1:{port}/predict", work / "plain.lua",
         )  # fmt: skip
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",")]
+        servers = {n: v for n, v in servers.items() if any(n.startswith(w) for w in wanted)}
     grpc_servers = {"ferry (1 worker)", "ferry (2 workers)", "PyTriton"}
     body = grpc_body(work)
     grpc_results: dict[str, dict[int, dict[str, float]]] = {}

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import ferry
+from ferry.serving.http_app import infer_path
 from serving_helpers import W, get, infer_body, linear_model, make_repository, post, running_server
 
 tritonhttp = pytest.importorskip("tritonclient.http")
@@ -191,12 +192,37 @@ def test_binary_request_with_raw_http(server):
             "must be a number",
         ),
         ("/v2/models/linear/infer", infer_body(np.ones((1, 5), np.float32)), {}, 400, "axis 1 must be 4"),
+        ("/v2/models//infer", infer_body(x_batch(1)), {}, 404, "no such endpoint: /v2/models//infer"),
+        ("/v2/models/linear/versions//infer", infer_body(x_batch(1)), {}, 404, "no such endpoint"),
     ],
 )
 def test_bad_requests_get_a_clear_4xx(server, path, body, headers, status, message):
     got, _, data = post(server, path, body, headers)
     assert got == status, data
     assert message in json.loads(data)["error"]
+
+
+def test_infer_is_post_only(server):
+    status, data = get(server, "/v2/models/linear/infer")
+    assert status == 405
+    assert json.loads(data) == {"error": "GET is not allowed here"}
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v2/models/m/infer", {"model": "m"}),
+        ("/v2/models/m/versions/3/infer", {"model": "m", "version": "3"}),
+        ("/v2/models/m", None),
+        ("/v2/models//infer", None),
+        ("/v2/models/m/versions//infer", None),
+        ("/v2/models/m/infer/", None),
+        ("/v1/models/m/infer", None),
+        ("/v2/models/m/ready", None),
+    ],
+)
+def test_infer_path_is_matched_exactly(path, params):
+    assert infer_path(path) == params
 
 
 def test_body_limit(repo):

@@ -49,7 +49,7 @@ class Pending:
     def __post_init__(self) -> None:
         # Requests merge only with requests of the same non-batch shapes, dtypes and requested outputs.
         self.key = (
-            tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(self.inputs.items())),
+            tuple((n, a.dtype, a.shape[1:]) for n, a in sorted(self.inputs.items())),
             tuple(self.outputs),
         )
 

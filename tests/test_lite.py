@@ -237,10 +237,15 @@ def test_lite_backend_in_config(tmp_path):
         ((2, 5, 7, 7, 6), (4, 5, 3, 2, 2), {"pads": [1, 0, 0, 1, 1, 1]}),  # 3-D
     ],
 )
-def test_conv_paths_agree_with_onnxruntime(x_shape, w_shape, attrs):
+@pytest.mark.parametrize("block_bytes", [None, 4096])  # 4 KiB: every path works in several blocks
+def test_conv_paths_agree_with_onnxruntime(x_shape, w_shape, attrs, block_bytes, monkeypatch):
     import onnxruntime as ort
 
-    from ferry.lite.ops.nn import Conv
+    from ferry.lite.ops import conv
+    from ferry.lite.ops.conv import Conv
+
+    if block_bytes:
+        monkeypatch.setattr(conv, "BLOCK_BYTES", block_bytes)
 
     rng = np.random.default_rng(7)
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -255,6 +260,17 @@ def test_conv_paths_agree_with_onnxruntime(x_shape, w_shape, attrs):
         None, {"x": x, "w": w}
     )
     np.testing.assert_allclose(Conv(x, w, **attrs), want[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("n", "rows", "row_bytes"), [(8, 7, 100), (3, 50, 1000), (2, 9, 10_000), (1, 1, 1)])
+def test_conv_blocks_cover_every_output_row_once_and_stay_under_the_budget(n, rows, row_bytes, monkeypatch):
+    from ferry.lite.ops import conv
+
+    monkeypatch.setattr(conv, "BLOCK_BYTES", 4096)
+    seen = [(i, r) for i0, i1, r0, r1 in conv._pieces(n, rows, row_bytes) for i in range(i0, i1) for r in range(r0, r1)]
+    assert sorted(seen) == [(i, r) for i in range(n) for r in range(rows)]
+    for i0, i1, r0, r1 in conv._pieces(n, rows, row_bytes):
+        assert (i1 - i0) * (r1 - r0) * row_bytes <= 4096 or (i1 - i0, r1 - r0) == (1, 1)
 
 
 def test_one_engine_runs_in_several_threads_at_once(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
+from .conv import Conv
 from .elementwise import Gelu as _Gelu
-from .nn import Conv
 from .reduce import Gemm
 
 _ACTIVATIONS = {
@@ -23,7 +23,7 @@ _ACTIVATIONS = {
 def FusedConv(x, w, b=None, z=None, *, activation="", activation_params=(), **attrs):
     y = Conv(x, w, b, **attrs)
     if z is not None:
-        y = y + z
+        y = np.add(y, z, out=y) if np.broadcast_shapes(y.shape, z.shape) == y.shape else y + z
     return _ACTIVATIONS[activation](y, activation_params).astype(x.dtype, copy=False) if activation else y
 
 

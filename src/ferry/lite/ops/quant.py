@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
+from .conv import Conv
 from .elementwise import extended_limits, is_extended, np_dtype
-from .nn import Conv
 
 
 def _along(v, x, axis, block_size=0):

@@ -1,0 +1,254 @@
+"""Convolution: im2col + matmul and its special cases (1x1, depthwise, shifted windows, columns last).
+
+Every path works through the output in blocks (a few images, or a few output rows of one image) whose
+scratch (im2col columns, partial sums, padded phases) stays under `BLOCK_BYTES`. That keeps a kernel's
+temporaries small next to the memory plan's arena, which would otherwise be dwarfed by them (an im2col
+of the whole batch was 86 MiB on ResNet-18's first layer at batch 8), and keeps the blocks in cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..parallel import parallel_for
+from ..registry import op
+from .nn import _geometry, _padded, _windows
+
+PARALLEL_MIN = 1 << 16  # elements below which splitting across threads costs more than it saves
+BLOCK_BYTES = 4 << 20  # scratch per block; tests shrink it to run the blocked paths on small inputs
+
+
+def _pieces(n: int, rows: int, row_bytes: int) -> Iterator[tuple[int, int, int, int]]:
+    """Blocks (i0, i1, r0, r1) of images [i0, i1) and output rows [r0, r1) whose scratch, at `row_bytes`
+    per output row, fits BLOCK_BYTES: whole images while one fits, else rows of one image at a time."""
+    image = rows * row_bytes
+    if image <= BLOCK_BYTES:
+        step = max(1, BLOCK_BYTES // max(image, 1))
+        for i in range(0, n, step):
+            yield i, min(n, i + step), 0, rows
+        return
+    step = max(1, BLOCK_BYTES // max(row_bytes, 1))
+    for i in range(n):
+        for r in range(0, rows, step):
+            yield i, i + 1, r, min(rows, r + step)
+
+
+def _pieces_per_image(n: int, rows: int, row_bytes: int) -> Iterator[tuple[int, int, int, int]]:
+    """As `_pieces`, but never more than one image per block (for paths that take one image at a time)."""
+    step = max(1, BLOCK_BYTES // max(row_bytes, 1))
+    for i in range(n):
+        for r in range(0, rows, step):
+            yield i, i + 1, r, min(rows, r + step)
+
+
+def _conv_shifted(x, w, kernel, dilations, begin, end, out):
+    """Stride-1 convolution without im2col. In the padded image flattened row by row, the input under
+    kernel offset (ky, kx) for a run of output rows is one contiguous window of the flat buffer, so each
+    offset is one matmul on a view (no copy); the results are summed. Sums are computed on the padded
+    width, and the extra columns are dropped when the block is stored. Pays off on large images."""
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    (kh, kw), (dy, dx), (oh, ow) = kernel, dilations, out
+    hp, wp = x.shape[2] + begin[0] + end[0], x.shape[3] + begin[1] + end[1]
+    spill = (kw - 1) * dx // wp + 1  # zero rows below, so the last window stays inside the buffer
+    xp = np.zeros((n, c, hp + spill, wp), dtype=x.dtype)
+    xp[:, :, begin[0] : begin[0] + x.shape[2], begin[1] : begin[1] + x.shape[3]] = x
+    flat = xp.reshape(n, c, -1)
+    taps = np.ascontiguousarray(w.reshape(m, c, kh, kw).transpose(2, 3, 0, 1))
+    dtype = np.result_type(x, w)
+    y = np.empty((n, m, oh, ow), dtype=dtype)
+    for i, _, r0, r1 in _pieces_per_image(n, oh, 2 * m * wp * dtype.itemsize):
+        length = (r1 - r0) * wp
+        acc = np.empty((m, length), dtype=dtype)
+        partial = np.empty((m, length), dtype=dtype)
+        for ky in range(kh):
+            for kx in range(kw):
+                start = (r0 + ky * dy) * wp + kx * dx
+                window = flat[i, :, start : start + length]
+                if ky == 0 and kx == 0:
+                    np.matmul(taps[0, 0], window, out=acc)
+                else:
+                    np.matmul(taps[ky, kx], window, out=partial)
+                    acc += partial
+        y[i, :, r0:r1] = acc.reshape(m, r1 - r0, wp)[:, :, :ow]
+    return y
+
+
+def _conv_depthwise(x, w, kernel, strides, dilations, begin, end, out):
+    """One filter per channel: a multiply-add per kernel offset over long contiguous windows, a few channels
+    at a time. For each group of channels the padded input is split into stride phases, each flattened row
+    by row: a stride-s convolution becomes stride 1 on s*s smaller images, and under every kernel offset the
+    input for all output positions is one contiguous window of a phase."""
+    n, c = x.shape[:2]
+    (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel, strides, dilations, out
+    rows = max(x.shape[2] + begin[0] + end[0], (oh - 1) * sy + (kh - 1) * dy + 1)
+    cols = max(x.shape[3] + begin[1] + end[1], (ow - 1) * sx + (kw - 1) * dx + 1)
+    hq, wq = -(-rows // sy) + 1, -(-cols // sx)  # one spare row: windows may run past the last row
+    length = oh * wq
+    wk = w.reshape(c, kh, kw).astype(x.dtype, copy=False)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    # Channels per group: the accumulator (about 200 KB) stays in cache. One thread: the ops are small on
+    # purpose, and two threads trading the GIL between them measured slower than one.
+    group = max(1, min(BLOCK_BYTES, 192 << 10) // (n * length * x.itemsize))
+    xp = np.zeros((n, min(group, c), hq * sy, wq * sx), dtype=x.dtype)
+    for g0 in range(0, c, group):
+        g1 = min(g0 + group, c)
+        g = g1 - g0
+        xp[:, :g, begin[0] : begin[0] + x.shape[2], begin[1] : begin[1] + x.shape[3]] = x[:, g0:g1]
+        phases = {
+            (py, px): np.ascontiguousarray(xp[:, :g, py::sy, px::sx]).reshape(n, g, -1)
+            for py in range(sy)
+            for px in range(sx)
+        }
+        acc = np.empty((n, g, length), dtype=x.dtype)
+        tmp = np.empty_like(acc)
+        for ky in range(kh):
+            for kx in range(kw):
+                ry, rx = ky * dy, kx * dx
+                start = (ry // sy) * wq + rx // sx
+                window = phases[ry % sy, rx % sx][:, :, start : start + length]
+                scale = wk[g0:g1, ky, kx].reshape(1, -1, 1)
+                if ky == 0 and kx == 0:
+                    np.multiply(window, scale, out=acc)
+                else:
+                    np.multiply(window, scale, out=tmp)
+                    acc += tmp
+        y[:, g0:g1] = acc.reshape(n, g, oh, wq)[:, :, :, :ow]
+    return y
+
+
+def _conv_columns_last(x, w, kernel, strides, dilations, begin, end, out):
+    """im2col with positions as rows: (positions, kh*kw*C) @ (kh*kw*C, M). When positions outnumber output
+    channels, BLAS runs this orientation markedly faster here; the input goes channels-last once so that
+    each kernel offset copies whole channel vectors."""
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel, strides, dilations, out
+    k = kh * kw * c
+    xp = np.ascontiguousarray(_padded(x, begin, end).transpose(0, 2, 3, 1))  # NHWC
+    wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(k, m))
+    y = np.empty((n, m, oh * ow), dtype=np.result_type(x, w))
+    for i0, i1, r0, r1 in _pieces(n, oh, ow * k * x.itemsize):
+        cols = np.empty((i1 - i0, r1 - r0, ow, kh, kw, c), dtype=x.dtype)
+
+        def fill(a, b, i0=i0, r0=r0, cols=cols):
+            for ky in range(kh):
+                for kx in range(kw):
+                    rows = slice(ky * dy + (r0 + a) * sy, ky * dy + (r0 + b - 1) * sy + 1, sy)
+                    span = slice(kx * dx, kx * dx + (ow - 1) * sx + 1, sx)
+                    cols[:, a:b, :, ky, kx] = xp[i0 : i0 + cols.shape[0], rows, span]
+
+        parallel_for(fill, r1 - r0, PARALLEL_MIN, (i1 - i0) * ow * k)
+        part = np.matmul(cols.reshape(i1 - i0, -1, k), wt)  # (images, positions, M)
+        y[i0:i1, :, r0 * ow : r1 * ow] = part.transpose(0, 2, 1)
+    return y.reshape(n, m, oh, ow)
+
+
+def _conv_im2col(x, w, kernel, strides, dilations, begin, end, out, group):
+    """im2col with channels as rows: columns (C/g * kh * kw, images * positions) built one kernel offset at a
+    time (contiguous copies, split over threads by channel), then one matmul per group for the block."""
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    cg, mg = c // group, m // group
+    (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel, strides, dilations, out
+    xp = _padded(x, begin, end)
+    wg = w.reshape(group, mg, cg * kh * kw)
+    y = np.empty((n, m, oh * ow), dtype=np.result_type(x, w))
+    for i0, i1, r0, r1 in _pieces(n, oh, c * kh * kw * ow * x.itemsize):
+        cols = np.empty((c, kh, kw, i1 - i0, r1 - r0, ow), dtype=x.dtype)
+
+        def fill(c0, c1, i0=i0, r0=r0, cols=cols):
+            for ky in range(kh):
+                for kx in range(kw):
+                    rows = slice(ky * dy + r0 * sy, ky * dy + (r0 + cols.shape[4] - 1) * sy + 1, sy)
+                    view = xp[i0 : i0 + cols.shape[3], c0:c1, rows, kx * dx : kx * dx + (ow - 1) * sx + 1 : sx]
+                    cols[c0:c1, ky, kx] = view.transpose(1, 0, 2, 3)
+
+        parallel_for(fill, c, PARALLEL_MIN, cols.size // c)
+        part = np.matmul(wg, cols.reshape(group, cg * kh * kw, -1))  # (group, mg, images * positions)
+        y[i0:i1, :, r0 * ow : r1 * ow] = part.reshape(m, i1 - i0, -1).transpose(1, 0, 2)
+    return y.reshape(n, m, oh, ow)
+
+
+@op("Conv")
+def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
+    kernel = list(kernel_shape or w.shape[2:])
+    strides, dilations, begin, end, out = _geometry(x, kernel, auto_pad, pads, strides, dilations)
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    cg, mg = c // group, m // group
+    positions = int(np.prod(out))
+    ksize = int(np.prod(kernel))
+    if ksize == 1 and all(s == 1 for s in strides) and not any(begin) and not any(end):
+        # 1x1: the input already is the column matrix.
+        y = np.matmul(w.reshape(group, mg, cg), x.reshape(n, group, cg, positions))
+    elif len(kernel) == 2 and cg == 1 and mg == 1:
+        y = _conv_depthwise(x, w, kernel, strides, dilations, begin, end, out)
+    elif len(kernel) == 2 and group == 1 and strides == [1, 1] and positions >= 1024:
+        y = _conv_shifted(x, w, kernel, dilations, begin, end, out)
+    elif len(kernel) == 2 and group == 1 and positions >= 2 * m and c >= 16:
+        y = _conv_columns_last(x, w, kernel, strides, dilations, begin, end, out)
+    elif len(kernel) == 2:
+        y = _conv_im2col(x, w, kernel, strides, dilations, begin, end, out, group)
+    else:
+        win = _windows(x, kernel, strides, dilations, begin, end, out, 0)  # (N, C, *out, *k)
+        spatial = list(range(2, 2 + len(out)))
+        taps = list(range(2 + len(out), 2 + 2 * len(out)))
+        cols = win.transpose(0, 1, *taps, *spatial).reshape(n, group, cg * ksize, positions)
+        y = np.matmul(w.reshape(group, mg, cg * ksize), cols)
+    y = y.reshape(n, m, *out)
+    if b is not None:
+        y += b.reshape(1, m, *[1] * len(out)).astype(y.dtype, copy=False)
+    return y.astype(x.dtype, copy=False)
+
+
+@op("ConvTranspose")
+def ConvTranspose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                  output_padding=None, output_shape=None, pads=None, strides=None):  # fmt: skip
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
+    nd = len(spatial)
+    kernel = list(kernel_shape or w.shape[2:])
+    strides = list(strides or [1] * nd)
+    dilations = list(dilations or [1] * nd)
+    output_padding = list(output_padding or [0] * nd)
+    mg = w.shape[1]
+    m = mg * group
+    full = [(i - 1) * s + (k - 1) * d + 1 + op_ for i, s, k, d, op_ in zip(spatial, strides, kernel, dilations,
+                                                                           output_padding)]  # fmt: skip
+    if output_shape is not None:
+        wanted = list(output_shape)[-nd:]
+        total = [f - o for f, o in zip(full, wanted)]
+        if auto_pad == "SAME_LOWER":
+            begin = [max(t - t // 2, 0) for t in total]
+        else:
+            begin = [max(t // 2, 0) for t in total]
+        end = [f - bg - o for f, bg, o in zip(full, begin, wanted)]  # negative: zeros appended at the end
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        total = [f - i * s for f, i, s in zip(full, spatial, strides)]
+        begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        end = [t - bg for t, bg in zip(total, begin)]
+    else:
+        pads = list(pads or [0] * 2 * nd)
+        begin, end = pads[:nd], pads[nd:]
+    # Scatter each input pixel's contribution: cols[n, g, mg*k, positions] = W^T @ x.
+    cg = c // group
+    xg = x.reshape(n, group, cg, -1)
+    wg = w.reshape(group, cg, mg * int(np.prod(kernel)))
+    cols = np.matmul(wg.transpose(0, 2, 1), xg)  # (n, g, mg*K, P)
+    cols = cols.reshape(n, group, mg, *kernel, *spatial)
+    y = np.zeros((n, group, mg, *full), dtype=x.dtype)
+    for tap in np.ndindex(*kernel):
+        index = [slice(None)] * 3
+        index += [slice(t * d, t * d + (i - 1) * s + 1, s) for t, d, i, s in zip(tap, dilations, spatial, strides)]
+        y[tuple(index)] += cols[(slice(None), slice(None), slice(None), *tap)]
+    y = y.reshape(n, m, *full)
+    if any(e < 0 for e in end):
+        y = np.pad(y, [(0, 0), (0, 0)] + [(0, max(-e, 0)) for e in end])
+    crop = tuple(slice(bg, f - e) for bg, f, e in zip(begin, full, end))
+    y = y[(slice(None), slice(None), *crop)]
+    if b is not None:
+        y = y + b.reshape(1, m, *[1] * nd)
+    return y.astype(x.dtype, copy=False)

@@ -273,6 +273,37 @@ def test_conv_blocks_cover_every_output_row_once_and_stay_under_the_budget(n, ro
         assert (i1 - i0) * (r1 - r0) * row_bytes <= 4096 or (i1 - i0, r1 - r0) == (1, 1)
 
 
+def test_conv_writes_into_a_fitting_arena_slot_and_only_into_one():
+    from ferry.lite.ops.contrib import FusedConv
+    from ferry.lite.ops.conv import Conv
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    want = Conv(x, w, pads=[1, 1, 1, 1])
+    slot = np.empty((1, 4, 8, 8), np.float32)
+    assert Conv(x, w, pads=[1, 1, 1, 1], out=slot) is slot
+    np.testing.assert_array_equal(slot, want)
+    relu = FusedConv(x, w, pads=[1, 1, 1, 1], activation="Relu", out=slot)
+    assert relu is slot
+    np.testing.assert_array_equal(slot, np.maximum(want, 0))
+    for wrong in (np.empty((1, 4, 7, 7), np.float32), np.empty((1, 4, 8, 8), np.float64)):
+        got = Conv(x, w, pads=[1, 1, 1, 1], out=wrong)
+        assert got is not wrong
+        np.testing.assert_array_equal(got, want)
+
+
+def test_maxpool_in_channel_blocks_matches_one_block(monkeypatch):
+    from ferry.lite.ops import nn
+
+    x = np.random.default_rng(4).standard_normal((2, 5, 11, 12)).astype(np.float32)
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}
+    whole = nn.MaxPool(x, **attrs)
+    monkeypatch.setattr(nn, "POOL_BLOCK_BYTES", 1)  # one channel per block
+    np.testing.assert_array_equal(nn.MaxPool(x, **attrs), whole)
+    assert whole.shape == (2, 5, 6, 7)
+
+
 def test_one_engine_runs_in_several_threads_at_once(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -62,7 +62,7 @@ class Step:
             self.attrs["_num_outputs"] = len(node.outputs)  # ops whose arity decides the result (Split)
         self.graphs = graphs  # attribute name -> Program or list of Programs
         self.frees: list[str] = []
-        self.writes_out = getattr(fn, "writes_out", False) and len(node.outputs) == 1
+        self.writes_out = getattr(fn, "writes_out", False) if len(node.outputs) == 1 else False
 
     def __call__(self, env: dict[str, Any], views: dict[str, np.ndarray] | None = None) -> None:
         args = [env[name] if name else None for name in self.inputs]
@@ -76,7 +76,7 @@ class Step:
                     [Subgraph(p, env) for p in program] if isinstance(program, list) else Subgraph(program, env)
                 )
         view = views.get(self.outputs[0]) if views else None
-        if view is not None and self.writes_out and _fits(view, args):
+        if view is not None and self.writes_out and (self.writes_out == "checked" or _fits(view, args)):
             attrs = {**attrs, "out": view}
         try:
             result = self.fn(*args, **attrs)

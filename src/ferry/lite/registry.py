@@ -37,3 +37,17 @@ def lookup(domain: str, name: str, opset: int) -> Callable | None:
 
 def supported() -> list[str]:
     return sorted(f"{d + '.' if d else ''}{n}" for d, n in KERNELS)
+
+
+def writes_out(fn: Callable) -> Callable:
+    """Mark a kernel that accepts `out=` (an arena view of the inputs' broadcast shape) and fills it."""
+    fn.writes_out = True
+    return fn
+
+
+def fills_out(fn: Callable) -> Callable:
+    """Mark a kernel that takes `out=` (its output's arena slot) whatever its inputs' shapes, and writes there
+    only when the slot has the result's shape and dtype (convolutions: the output is no broadcast of the
+    inputs, so the engine cannot judge the fit itself)."""
+    fn.writes_out = "checked"
+    return fn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import op
+from ..registry import fills_out, op
 from .conv import Conv
 from .elementwise import Gelu as _Gelu
 from .reduce import Gemm
@@ -20,6 +20,7 @@ _ACTIVATIONS = {
 
 
 @op("FusedConv", domain="com.microsoft")
+@fills_out
 def FusedConv(x, w, b=None, z=None, *, activation="", activation_params=(), **attrs):
     y = Conv(x, w, b, **attrs)
     if z is not None:

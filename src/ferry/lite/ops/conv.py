@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..parallel import parallel_for
-from ..registry import op
+from ..registry import fills_out, op
 from .nn import _geometry, _padded, _windows
 
 PARALLEL_MIN = 1 << 16  # elements below which splitting across threads costs more than it saves
@@ -43,7 +43,7 @@ def _pieces_per_image(n: int, rows: int, row_bytes: int) -> Iterator[tuple[int, 
             yield i, i + 1, r, min(rows, r + step)
 
 
-def _conv_shifted(x, w, kernel, dilations, begin, end, out):
+def _conv_shifted(y, x, w, kernel, dilations, begin, end, out):
     """Stride-1 convolution without im2col. In the padded image flattened row by row, the input under
     kernel offset (ky, kx) for a run of output rows is one contiguous window of the flat buffer, so each
     offset is one matmul on a view (no copy); the results are summed. Sums are computed on the padded
@@ -57,8 +57,7 @@ def _conv_shifted(x, w, kernel, dilations, begin, end, out):
     xp[:, :, begin[0] : begin[0] + x.shape[2], begin[1] : begin[1] + x.shape[3]] = x
     flat = xp.reshape(n, c, -1)
     taps = np.ascontiguousarray(w.reshape(m, c, kh, kw).transpose(2, 3, 0, 1))
-    dtype = np.result_type(x, w)
-    y = np.empty((n, m, oh, ow), dtype=dtype)
+    dtype = y.dtype
     for i, _, r0, r1 in _pieces_per_image(n, oh, 2 * m * wp * dtype.itemsize):
         length = (r1 - r0) * wp
         acc = np.empty((m, length), dtype=dtype)
@@ -73,10 +72,9 @@ def _conv_shifted(x, w, kernel, dilations, begin, end, out):
                     np.matmul(taps[ky, kx], window, out=partial)
                     acc += partial
         y[i, :, r0:r1] = acc.reshape(m, r1 - r0, wp)[:, :, :ow]
-    return y
 
 
-def _conv_depthwise(x, w, kernel, strides, dilations, begin, end, out):
+def _conv_depthwise(y, x, w, kernel, strides, dilations, begin, end, out):
     """One filter per channel: a multiply-add per kernel offset over long contiguous windows, a few channels
     at a time. For each group of channels the padded input is split into stride phases, each flattened row
     by row: a stride-s convolution becomes stride 1 on s*s smaller images, and under every kernel offset the
@@ -88,7 +86,6 @@ def _conv_depthwise(x, w, kernel, strides, dilations, begin, end, out):
     hq, wq = -(-rows // sy) + 1, -(-cols // sx)  # one spare row: windows may run past the last row
     length = oh * wq
     wk = w.reshape(c, kh, kw).astype(x.dtype, copy=False)
-    y = np.empty((n, c, oh, ow), dtype=x.dtype)
     # Channels per group: the accumulator (about 200 KB) stays in cache. One thread: the ops are small on
     # purpose, and two threads trading the GIL between them measured slower than one.
     group = max(1, min(BLOCK_BYTES, 192 << 10) // (n * length * x.itemsize))
@@ -116,10 +113,9 @@ def _conv_depthwise(x, w, kernel, strides, dilations, begin, end, out):
                     np.multiply(window, scale, out=tmp)
                     acc += tmp
         y[:, g0:g1] = acc.reshape(n, g, oh, wq)[:, :, :, :ow]
-    return y
 
 
-def _conv_columns_last(x, w, kernel, strides, dilations, begin, end, out):
+def _conv_columns_last(y, x, w, kernel, strides, dilations, begin, end, out):
     """im2col with positions as rows: (positions, kh*kw*C) @ (kh*kw*C, M). When positions outnumber output
     channels, BLAS runs this orientation markedly faster here; the input goes channels-last once so that
     each kernel offset copies whole channel vectors."""
@@ -129,7 +125,7 @@ def _conv_columns_last(x, w, kernel, strides, dilations, begin, end, out):
     k = kh * kw * c
     xp = np.ascontiguousarray(_padded(x, begin, end).transpose(0, 2, 3, 1))  # NHWC
     wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(k, m))
-    y = np.empty((n, m, oh * ow), dtype=np.result_type(x, w))
+    y = y.reshape(n, m, oh * ow)
     for i0, i1, r0, r1 in _pieces(n, oh, ow * k * x.itemsize):
         cols = np.empty((i1 - i0, r1 - r0, ow, kh, kw, c), dtype=x.dtype)
 
@@ -143,10 +139,9 @@ def _conv_columns_last(x, w, kernel, strides, dilations, begin, end, out):
         parallel_for(fill, r1 - r0, PARALLEL_MIN, (i1 - i0) * ow * k)
         part = np.matmul(cols.reshape(i1 - i0, -1, k), wt)  # (images, positions, M)
         y[i0:i1, :, r0 * ow : r1 * ow] = part.transpose(0, 2, 1)
-    return y.reshape(n, m, oh, ow)
 
 
-def _conv_im2col(x, w, kernel, strides, dilations, begin, end, out, group):
+def _conv_im2col(y, x, w, kernel, strides, dilations, begin, end, out, group):
     """im2col with channels as rows: columns (C/g * kh * kw, images * positions) built one kernel offset at a
     time (contiguous copies, split over threads by channel), then one matmul per group for the block."""
     n, c = x.shape[:2]
@@ -155,7 +150,7 @@ def _conv_im2col(x, w, kernel, strides, dilations, begin, end, out, group):
     (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel, strides, dilations, out
     xp = _padded(x, begin, end)
     wg = w.reshape(group, mg, cg * kh * kw)
-    y = np.empty((n, m, oh * ow), dtype=np.result_type(x, w))
+    y = y.reshape(n, m, oh * ow)
     for i0, i1, r0, r1 in _pieces(n, oh, c * kh * kw * ow * x.itemsize):
         cols = np.empty((c, kh, kw, i1 - i0, r1 - r0, ow), dtype=x.dtype)
 
@@ -169,38 +164,43 @@ def _conv_im2col(x, w, kernel, strides, dilations, begin, end, out, group):
         parallel_for(fill, c, PARALLEL_MIN, cols.size // c)
         part = np.matmul(wg, cols.reshape(group, cg * kh * kw, -1))  # (group, mg, images * positions)
         y[i0:i1, :, r0 * ow : r1 * ow] = part.reshape(m, i1 - i0, -1).transpose(1, 0, 2)
-    return y.reshape(n, m, oh, ow)
 
 
 @op("Conv")
-def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
+@fills_out
+def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
+         out=None):  # fmt: skip
+    """`out`: where to write the result (an arena slot), used when it has the result's shape and dtype."""
     kernel = list(kernel_shape or w.shape[2:])
-    strides, dilations, begin, end, out = _geometry(x, kernel, auto_pad, pads, strides, dilations)
+    strides, dilations, begin, end, sizes = _geometry(x, kernel, auto_pad, pads, strides, dilations)
     n, c = x.shape[:2]
     m = w.shape[0]
     cg, mg = c // group, m // group
-    positions = int(np.prod(out))
+    positions = int(np.prod(sizes))
     ksize = int(np.prod(kernel))
+    dtype = np.result_type(x, w)
+    shape = (n, m, *sizes)
+    fits = out is not None and out.shape == shape and out.dtype == dtype and out.flags.c_contiguous
+    y = out if fits else np.empty(shape, dtype=dtype)
     if ksize == 1 and all(s == 1 for s in strides) and not any(begin) and not any(end):
         # 1x1: the input already is the column matrix.
-        y = np.matmul(w.reshape(group, mg, cg), x.reshape(n, group, cg, positions))
+        np.matmul(w.reshape(group, mg, cg), x.reshape(n, group, cg, positions), out=y.reshape(n, group, mg, positions))
     elif len(kernel) == 2 and cg == 1 and mg == 1:
-        y = _conv_depthwise(x, w, kernel, strides, dilations, begin, end, out)
+        _conv_depthwise(y, x, w, kernel, strides, dilations, begin, end, sizes)
     elif len(kernel) == 2 and group == 1 and strides == [1, 1] and positions >= 1024:
-        y = _conv_shifted(x, w, kernel, dilations, begin, end, out)
+        _conv_shifted(y, x, w, kernel, dilations, begin, end, sizes)
     elif len(kernel) == 2 and group == 1 and positions >= 2 * m and c >= 16:
-        y = _conv_columns_last(x, w, kernel, strides, dilations, begin, end, out)
+        _conv_columns_last(y, x, w, kernel, strides, dilations, begin, end, sizes)
     elif len(kernel) == 2:
-        y = _conv_im2col(x, w, kernel, strides, dilations, begin, end, out, group)
+        _conv_im2col(y, x, w, kernel, strides, dilations, begin, end, sizes, group)
     else:
-        win = _windows(x, kernel, strides, dilations, begin, end, out, 0)  # (N, C, *out, *k)
-        spatial = list(range(2, 2 + len(out)))
-        taps = list(range(2 + len(out), 2 + 2 * len(out)))
+        win = _windows(x, kernel, strides, dilations, begin, end, sizes, 0)  # (N, C, *out, *k)
+        spatial = list(range(2, 2 + len(sizes)))
+        taps = list(range(2 + len(sizes), 2 + 2 * len(sizes)))
         cols = win.transpose(0, 1, *taps, *spatial).reshape(n, group, cg * ksize, positions)
-        y = np.matmul(w.reshape(group, mg, cg * ksize), cols)
-    y = y.reshape(n, m, *out)
+        np.matmul(w.reshape(group, mg, cg * ksize), cols, out=y.reshape(n, group, mg, positions))
     if b is not None:
-        y += b.reshape(1, m, *[1] * len(out)).astype(y.dtype, copy=False)
+        y += b.reshape(1, m, *[1] * len(sizes)).astype(y.dtype, copy=False)
     return y.astype(x.dtype, copy=False)
 
 

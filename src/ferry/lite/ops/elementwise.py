@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import op
+from ..registry import op, writes_out
 
 
 def _unary(name: str, fn) -> None:
@@ -22,12 +22,6 @@ for _name, _fn in {
     "Acosh": np.arccosh, "Atanh": np.arctanh, "Sign": np.sign, "Round": np.round, "Reciprocal": np.reciprocal,
 }.items():  # fmt: skip
     _unary(_name, _fn)
-
-
-def writes_out(fn):
-    """Mark a kernel that accepts `out=` (an arena view of the right shape and dtype) and fills it."""
-    fn.writes_out = True
-    return fn
 
 
 @op("Relu")

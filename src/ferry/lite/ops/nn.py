@@ -7,6 +7,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..registry import op
 
+POOL_BLOCK_BYTES = 4 << 20  # padded input per block of channels
+
 
 def _pads(auto_pad, pads, in_shape, kernel, strides, dilations):
     """Begin and end padding per spatial axis, following ONNX's auto_pad rules."""
@@ -87,10 +89,18 @@ def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, 
     if _num_outputs == 1 and len(kernel_shape) == 2:
         geometry = zip(out, strides, kernel_shape, dilations, x.shape[2:], begin, end)
         extra = [max((o - 1) * s + (k - 1) * d + 1 - size - b, e, 0) for o, s, k, d, size, b, e in geometry]
-        xp = _padded(x, begin, extra, fill)
-        y = None
-        for _, _, view in _taps(xp, kernel_shape, strides, dilations, out):
-            y = view.copy() if y is None else np.maximum(y, view, out=y)
+        y = np.empty((*x.shape[:2], *out), dtype=x.dtype)
+        # A few channels at a time, so that the padded copy stays small next to the memory plan.
+        plane = x.shape[0] * (x.shape[2] + begin[0] + extra[0]) * (x.shape[3] + begin[1] + extra[1]) * x.itemsize
+        step = max(1, POOL_BLOCK_BYTES // plane)
+        for c0 in range(0, x.shape[1], step):
+            xp = _padded(x[:, c0 : c0 + step], begin, extra, fill)
+            block = y[:, c0 : c0 + step]
+            for ky, kx, view in _taps(xp, kernel_shape, strides, dilations, out):
+                if ky == 0 and kx == 0:
+                    block[...] = view
+                else:
+                    np.maximum(block, view, out=block)
         return y
     win = _windows(x, kernel_shape, strides, dilations, begin, end, out, fill)
     flat = win.reshape(*win.shape[: 2 + len(out)], -1)

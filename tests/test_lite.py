@@ -304,6 +304,31 @@ def test_maxpool_in_channel_blocks_matches_one_block(monkeypatch):
     assert whole.shape == (2, 5, 6, 7)
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_skip_layernorm_kernel_agrees_with_onnxruntime(with_bias):
+    """SkipLayerNormalization, as ONNX Runtime's transformer optimizer writes it into exported models."""
+    import onnxruntime as ort
+
+    from ferry.lite.ops.contrib import SkipLayerNormalization
+
+    rng = np.random.default_rng(5)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in
+             [("x", (2, 5, 16)), ("skip", (2, 5, 16)), ("gamma", (16,)), ("beta", (16,)), ("bias", (16,))]}  # fmt: skip
+    names = ["x", "skip", "gamma", "beta"] + (["bias"] if with_bias else [])
+    vi = helper.make_tensor_value_info
+    node = helper.make_node("SkipLayerNormalization", names, ["y"], domain="com.microsoft", epsilon=1e-6)
+    graph = helper.make_graph([node], "skip_ln", [vi(n, TensorProto.FLOAT, feeds[n].shape) for n in names],
+                              [vi("y", TensorProto.FLOAT, None)])  # fmt: skip
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=8
+    )
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {n: feeds[n] for n in names}
+    )[0]
+    got = SkipLayerNormalization(*[feeds[n] for n in names], epsilon=1e-6)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_one_engine_runs_in_several_threads_at_once(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -230,8 +230,9 @@ def quantize(
     from ferry.optimize import optimize_model
 
     # Weights held in Constant nodes would be quantized at run time, and BatchNorm would stay a float op:
-    # fold both first (and drop Identity/dead nodes), as quantizers recommend.
-    original, _ = optimize_model(package.full_model(), skip=("fuse_activation",))
+    # fold both first (and drop Identity/dead nodes), as quantizers recommend. No com.microsoft fusions:
+    # quantizers look for plain ops, and OpenVINO reads none of them.
+    original, _ = optimize_model(package.full_model(), skip=("fuse_activation", "fuse_bias_gelu"))
     if _opset(original) < 13:
         # Per-channel Quantize/DequantizeLinear (their `axis`) need opset 13; older exports are upgraded.
         from onnx import version_converter

@@ -15,6 +15,7 @@ from ferry.optimize.passes import (
     dead_code,
     fold_batchnorm,
     fuse_activation,
+    fuse_bias_gelu,
     identity,
     patterns,
     shape_inference,
@@ -29,12 +30,13 @@ PASSES = [
     ("patterns", patterns.run),
     ("transpose_reshape", transpose_reshape.run),
     ("fuse_activation", fuse_activation.run),
+    ("fuse_bias_gelu", fuse_bias_gelu.run),
 ]
 
 
 def optimize_model(model: onnx.ModelProto, skip: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, list[str]]:
     """Optimise a copy of `model`; returns it and the names of the passes that changed it. `skip` names
-    passes to leave out (quantization skips "fuse_activation": quantizers look for plain Conv/Gemm)."""
+    passes to leave out (quantization skips the com.microsoft fusions: quantizers look for plain ops)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     applied = ["shape_inference"] if shape_inference.run(out) else []

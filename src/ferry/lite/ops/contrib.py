@@ -7,6 +7,8 @@ import numpy as np
 from ..registry import fills_out, op
 from .conv import Conv
 from .elementwise import Gelu as _Gelu
+from .elementwise import gelu_erf_f32
+from .norm import LayerNormalization, layernorm_rows
 from .reduce import Gemm
 
 _ACTIVATIONS = {
@@ -39,3 +41,23 @@ def FusedGemm(a, b, c=None, *, activation="", activation_params=(), activation_a
 @op("Gelu", domain="com.microsoft")
 def Gelu(x):
     return _Gelu(x)
+
+
+@op("BiasGelu", domain="com.microsoft")
+def BiasGelu(x, bias):
+    if x.dtype == np.float32 and x.size:
+        return gelu_erf_f32(np.ascontiguousarray(x), bias)
+    return _Gelu(x + bias)
+
+
+@op("SkipLayerNormalization", domain="com.microsoft")
+def SkipLayerNormalization(x, skip, gamma, beta=None, bias=None, *, epsilon=1e-12, _num_outputs=1):
+    """LayerNorm(x + skip + bias) over the last axis; outputs: the result, the means, the inverse deviations
+    and the sum x + skip + bias (each only as far as the node asks)."""
+    if x.dtype == np.float32 and x.shape == skip.shape and x.size:
+        y, mean, inv = layernorm_rows(np.ascontiguousarray(x), gamma, beta, epsilon, np.ascontiguousarray(skip), bias)
+        summed = (x + skip + bias if bias is not None else x + skip) if _num_outputs > 3 else None
+    else:
+        summed = x + skip + bias if bias is not None else x + skip
+        y, mean, inv = LayerNormalization(summed, gamma, beta, epsilon=epsilon, stash_type=1)
+    return (y, mean, inv, summed)[:_num_outputs] if _num_outputs > 1 else y

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ..registry import op
+from .elementwise import CHUNK
 
 
 def _channel(v, ndim):
@@ -36,9 +37,46 @@ def InstanceNormalization(x, scale, b, *, epsilon=1e-5):
     return (y * _channel(scale, x.ndim) + _channel(b, x.ndim)).astype(x.dtype)
 
 
+def layernorm_rows(x, scale, b, epsilon, skip=None, bias=None):
+    """LayerNorm over the last axis of float32 `x` (+ `skip` + `bias`, as ORT's SkipLayerNormalization), a
+    block of rows at a time in cache. Returns the output, the means and the inverse deviations."""
+    width = x.shape[-1]
+    rows = x.reshape(-1, width)
+    skips = skip.reshape(-1, width) if skip is not None else None
+    out = np.empty(x.shape, np.float32)
+    flat = out.reshape(-1, width)
+    mean = np.empty((rows.shape[0], 1), np.float32)
+    inv = np.empty_like(mean)
+    step = max(1, CHUNK // width)
+    square = np.empty((min(step, rows.shape[0]), width), np.float32)
+    eps = np.float32(epsilon)
+    for r in range(0, rows.shape[0], step):
+        block, o, m, v = rows[r : r + step], flat[r : r + step], mean[r : r + step], inv[r : r + step]
+        if skips is not None:
+            block = np.add(block, skips[r : r + step], out=o)
+            if bias is not None:
+                block += bias
+        np.mean(block, axis=1, keepdims=True, out=m)
+        np.subtract(block, m, out=o)
+        sq = square[: o.shape[0]]
+        np.multiply(o, o, out=sq)
+        np.mean(sq, axis=1, keepdims=True, out=v)
+        v += eps
+        np.sqrt(v, out=v)
+        np.reciprocal(v, out=v)
+        o *= v
+        o *= scale
+        if b is not None:
+            o += b
+    shape = x.shape[:-1] + (1,)
+    return out, mean.reshape(shape), inv.reshape(shape)
+
+
 @op("LayerNormalization", since=17)
 def LayerNormalization(x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1):
     axis = axis + x.ndim if axis < 0 else axis
+    if axis == x.ndim - 1 and x.dtype == np.float32 and stash_type == 1 and x.size:
+        return layernorm_rows(np.ascontiguousarray(x), scale, b, epsilon)
     axes = tuple(range(axis, x.ndim))
     xf = x.astype(np.float32, copy=False) if stash_type == 1 else x
     mean = xf.mean(axis=axes, keepdims=True)

@@ -83,6 +83,15 @@ def position(graph: onnx.GraphProto, node: onnx.NodeProto) -> int:
     return next(i for i, n in enumerate(graph.node) if n is node)
 
 
+def replace(graph: onnx.GraphProto, doomed: list[onnx.NodeProto], node: onnx.NodeProto, where: onnx.NodeProto) -> None:
+    """Delete `doomed` and put `node` where `where` (a node of the graph, often one of them) stood."""
+    at = position(graph, where)
+    ids = {id(n) for n in doomed}
+    before = sum(1 for n in list(graph.node)[:at] if id(n) in ids)
+    remove(graph, doomed)
+    graph.node.insert(at - before, node)
+
+
 def set_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:
     for i, t in enumerate(graph.initializer):
         if t.name == name:

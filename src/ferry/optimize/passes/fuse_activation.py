@@ -6,7 +6,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, ensure_domain, position, remove
+from ferry.optimize.ir import Index, attr, ensure_domain, replace
 
 MS = "com.microsoft"
 
@@ -49,9 +49,7 @@ def _fuse_activations(model: onnx.ModelProto) -> bool:
             domain=MS, activation=name, **({"activation_params": params} if params else {}),
         )  # fmt: skip
         fused.attribute.extend(node.attribute)
-        at = position(graph, node)
-        remove(graph, [node, act])
-        graph.node.insert(at, fused)
+        replace(graph, [node, act], fused, where=node)
         ensure_domain(model, MS)
         changed = True
     return changed
@@ -93,9 +91,8 @@ def _fuse_residuals(model: onnx.ModelProto) -> bool:
             domain=MS, activation=name, **({"activation_params": params} if params else {}),
         )  # fmt: skip
         fused.attribute.extend(conv.attribute)
-        at = position(graph, add)  # the residual may be computed after the conv: place it where the add was
-        remove(graph, [conv, add, act])
-        graph.node.insert(at - 1, fused)
+        # The residual may be computed after the conv: the fused node goes where the add was.
+        replace(graph, [conv, add, act], fused, where=add)
         ensure_domain(model, MS)
         return True
     return False
@@ -120,9 +117,7 @@ def _matmul_add_to_gemm(model: onnx.ModelProto) -> bool:
             continue  # Gemm needs a 2-D A and a bias that broadcasts along rows
         gemm = helper.make_node("Gemm", [node.input[0], node.input[1], other], [add.output[0]],
                                 name=(node.name or add.output[0]) + "_gemm")  # fmt: skip
-        at = position(graph, node)
-        remove(graph, [node, add])
-        graph.node.insert(at, gemm)
+        replace(graph, [node, add], gemm, where=node)
         changed = True
     return changed
 

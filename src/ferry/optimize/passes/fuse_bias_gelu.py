@@ -14,7 +14,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, ensure_domain, position, remove
+from ferry.optimize.ir import Index, attr, ensure_domain, replace
 
 MS = "com.microsoft"
 
@@ -55,9 +55,7 @@ def _bias_gelu(model: onnx.ModelProto) -> bool:
             continue
         fused = helper.make_node("BiasGelu", [x, b], [gelu.output[0]], name=(gelu.name or add.output[0]) + "_bias",
                                  domain=MS)  # fmt: skip
-        at = position(graph, add)
-        remove(graph, [add, gelu])
-        graph.node.insert(at, fused)
+        replace(graph, [add, gelu], fused, where=add)
         ensure_domain(model, MS)
         return True
     return False

@@ -12,7 +12,7 @@ import math
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, ensure_domain, opset, position, remove
+from ferry.optimize.ir import Index, attr, ensure_domain, opset, position, replace
 
 
 def _other(node: onnx.NodeProto, name: str) -> str:
@@ -76,9 +76,7 @@ def _layernorm(model: onnx.ModelProto) -> bool:
         ln = helper.make_node("LayerNormalization", inputs, [last.output[0]], axis=-1, epsilon=eps,
                               name=(mean.name or last.output[0]) + "_layernorm")  # fmt: skip
         doomed = [mean, sub, sq, var, add, sqrt, div, mul] + ([bias_add] if beta else [])
-        at = min(position(graph, n) for n in doomed)
-        remove(graph, doomed)
-        graph.node.insert(at, ln)
+        replace(graph, doomed, ln, where=min(doomed, key=lambda n: position(graph, n)))
         return True  # indices are stale now; the pass manager calls again
     return False
 
@@ -126,9 +124,7 @@ def _gelu(model: onnx.ModelProto) -> bool:
         else:
             gelu = helper.make_node("Gelu", [x], [out], name=out + "_gelu", domain="com.microsoft")
             ensure_domain(model, "com.microsoft")
-        at = min(position(graph, n) for n in doomed)
-        remove(graph, doomed)
-        graph.node.insert(at, gelu)
+        replace(graph, doomed, gelu, where=min(doomed, key=lambda n: position(graph, n)))
         return True
     return False
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, position, remove, rename_input
+from ferry.optimize.ir import Index, attr, remove, rename_input, replace
 
 
 def _pairs(graph: onnx.GraphProto, op: str):
@@ -36,9 +36,7 @@ def _transposes(model: onnx.ModelProto) -> bool:
         else:
             merged = helper.make_node("Transpose", [first.input[0]], [second.output[0]], perm=composed,
                                       name=(first.name or second.output[0]) + "_merged")  # fmt: skip
-            at = position(graph, first)
-            remove(graph, [first, second])
-            graph.node.insert(at, merged)
+            replace(graph, [first, second], merged, where=first)
         return True
     return False
 

@@ -329,6 +329,19 @@ def test_skip_layernorm_kernel_agrees_with_onnxruntime(with_bias):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_dropout_in_training_mode_drops_at_random_without_a_seed():
+    from ferry.lite.ops.norm import Dropout
+
+    x = np.ones((200, 50), np.float32)
+    y, mask = Dropout(x, np.float32(0.3), np.bool_(True))
+    np.testing.assert_array_equal(y, np.where(mask, np.float32(1 / 0.7), 0))
+    assert 0.25 < 1 - mask.mean() < 0.35
+    _, again = Dropout(x, np.float32(0.3), np.bool_(True))
+    assert not np.array_equal(mask, again)  # a fresh mask each run
+    y, mask = Dropout(x, np.float32(0.3), np.bool_(False))
+    assert y is x and mask.all()
+
+
 def test_one_engine_runs_in_several_threads_at_once(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 

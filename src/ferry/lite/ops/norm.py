@@ -143,6 +143,11 @@ def Dropout_1(x, *, ratio=0.5, is_test=0, consumed_inputs=None, seed=None):
 
 @op("Dropout", since=12)
 def Dropout(x, ratio=None, training_mode=None, *, seed=None):
-    if training_mode is not None and bool(training_mode) and (ratio is None or float(ratio) > 0):
-        raise NotImplementedError("Dropout in training mode is random; the lite engine runs inference only")
-    return x, np.ones(x.shape, dtype=bool)
+    p = 0.5 if ratio is None else float(ratio)
+    if training_mode is None or not bool(training_mode) or p == 0:
+        return x, np.ones(x.shape, dtype=bool)
+    # Training mode drops at random: with `seed`, the same mask as numpy's legacy generator seeded so
+    # (which is what ONNX's reference uses); without one, a fresh random mask on every run.
+    rng = np.random.RandomState(int(seed)) if seed is not None else np.random.default_rng()
+    mask = rng.uniform(0, 1.0, x.shape) >= p
+    return (x * mask / (1 - p)).astype(x.dtype, copy=False), mask

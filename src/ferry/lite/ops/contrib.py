@@ -54,10 +54,11 @@ def BiasGelu(x, bias):
 def SkipLayerNormalization(x, skip, gamma, beta=None, bias=None, *, epsilon=1e-12, _num_outputs=1):
     """LayerNorm(x + skip + bias) over the last axis; outputs: the result, the means, the inverse deviations
     and the sum x + skip + bias (each only as far as the node asks)."""
-    if x.dtype == np.float32 and x.shape == skip.shape and x.size:
+    blocked = x.dtype == np.float32 and x.shape == skip.shape and x.size
+    # The blocked path sums inside its blocks; the sum is only materialised when it is a wanted output.
+    summed = x + skip + (bias if bias is not None else 0) if _num_outputs > 3 or not blocked else None
+    if blocked:
         y, mean, inv = layernorm_rows(np.ascontiguousarray(x), gamma, beta, epsilon, np.ascontiguousarray(skip), bias)
-        summed = (x + skip + bias if bias is not None else x + skip) if _num_outputs > 3 else None
     else:
-        summed = x + skip + bias if bias is not None else x + skip
         y, mean, inv = LayerNormalization(summed, gamma, beta, epsilon=epsilon, stash_type=1)
     return (y, mean, inv, summed)[:_num_outputs] if _num_outputs > 1 else y

@@ -20,23 +20,16 @@ PARALLEL_MIN = 1 << 16  # elements below which splitting across threads costs mo
 BLOCK_BYTES = 4 << 20  # scratch per block; tests shrink it to run the blocked paths on small inputs
 
 
-def _pieces(n: int, rows: int, row_bytes: int) -> Iterator[tuple[int, int, int, int]]:
+def _pieces(n: int, rows: int, row_bytes: int, group_images: bool = True) -> Iterator[tuple[int, int, int, int]]:
     """Blocks (i0, i1, r0, r1) of images [i0, i1) and output rows [r0, r1) whose scratch, at `row_bytes`
-    per output row, fits BLOCK_BYTES: whole images while one fits, else rows of one image at a time."""
+    per output row, fits BLOCK_BYTES: several whole images while they fit (unless `group_images` is off,
+    for paths that take one image at a time), else rows of one image at a time."""
     image = rows * row_bytes
-    if image <= BLOCK_BYTES:
+    if group_images and image <= BLOCK_BYTES:
         step = max(1, BLOCK_BYTES // max(image, 1))
         for i in range(0, n, step):
             yield i, min(n, i + step), 0, rows
         return
-    step = max(1, BLOCK_BYTES // max(row_bytes, 1))
-    for i in range(n):
-        for r in range(0, rows, step):
-            yield i, i + 1, r, min(rows, r + step)
-
-
-def _pieces_per_image(n: int, rows: int, row_bytes: int) -> Iterator[tuple[int, int, int, int]]:
-    """As `_pieces`, but never more than one image per block (for paths that take one image at a time)."""
     step = max(1, BLOCK_BYTES // max(row_bytes, 1))
     for i in range(n):
         for r in range(0, rows, step):
@@ -58,7 +51,7 @@ def _conv_shifted(y, x, w, kernel, dilations, begin, end, out):
     flat = xp.reshape(n, c, -1)
     taps = np.ascontiguousarray(w.reshape(m, c, kh, kw).transpose(2, 3, 0, 1))
     dtype = y.dtype
-    for i, _, r0, r1 in _pieces_per_image(n, oh, 2 * m * wp * dtype.itemsize):
+    for i, _, r0, r1 in _pieces(n, oh, 2 * m * wp * dtype.itemsize, group_images=False):
         length = (r1 - r0) * wp
         acc = np.empty((m, length), dtype=dtype)
         partial = np.empty((m, length), dtype=dtype)

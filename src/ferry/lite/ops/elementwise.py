@@ -73,7 +73,8 @@ def gelu_erf_f32(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     out = np.empty(x.shape, np.float32)
     flat = out.reshape(-1, width)
     step = max(1, CHUNK // max(width, 1))
-    a, t, p, u = (np.empty((min(step, rows.shape[0]), width), np.float32) for _ in range(4))
+    a, t, p = (np.empty((min(step, rows.shape[0]), width), np.float32) for _ in range(3))
+    u = np.empty_like(a) if bias is not None else None
     f32 = np.float32
     for r in range(0, rows.shape[0], step):
         xs, ys = rows[r : r + step], flat[r : r + step]

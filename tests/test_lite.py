@@ -260,6 +260,9 @@ def test_conv_paths_agree_with_onnxruntime(x_shape, w_shape, attrs, block_bytes,
         None, {"x": x, "w": w}
     )
     np.testing.assert_allclose(Conv(x, w, **attrs), want[0], atol=1e-4, rtol=1e-4)
+    bias = rng.standard_normal(w_shape[0]).astype(np.float32)  # some paths add it inside, others after
+    want = want[0] + bias.reshape(1, -1, *[1] * (len(x_shape) - 2))
+    np.testing.assert_allclose(Conv(x, w, bias, **attrs), want, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize(("n", "rows", "row_bytes"), [(8, 7, 100), (3, 50, 1000), (2, 9, 10_000), (1, 1, 1)])

@@ -67,45 +67,47 @@ def _conv_shifted(y, x, w, kernel, dilations, begin, end, out):
         y[i, :, r0:r1] = acc.reshape(m, r1 - r0, wp)[:, :, :ow]
 
 
-def _conv_depthwise(y, x, w, kernel, strides, dilations, begin, end, out):
-    """One filter per channel: a multiply-add per kernel offset over long contiguous windows, a few channels
-    at a time. For each group of channels the padded input is split into stride phases, each flattened row
-    by row: a stride-s convolution becomes stride 1 on s*s smaller images, and under every kernel offset the
-    input for all output positions is one contiguous window of a phase."""
+def _conv_depthwise(y, x, w, b, kernel, strides, dilations, begin, end, out):
+    """One filter per channel, as one small matrix product per (image, channel) plane: the filter and the
+    bias, (1, k+1), times a column matrix (k+1, positions) whose last row is ones. Each plane is padded and
+    split into stride phases, each flattened row by row: a stride-s convolution becomes stride 1 on s*s
+    smaller planes, and the input under each kernel offset, for all output positions, is one contiguous
+    window of a phase, copied as one row of the columns. Sums are computed on the padded width and the
+    extra columns dropped when stored. numpy runs a block of planes' products in one batched call, which
+    reads each window once: 1.5-2x faster than a multiply and an add per kernel offset."""
     n, c = x.shape[:2]
     (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel, strides, dilations, out
     rows = max(x.shape[2] + begin[0] + end[0], (oh - 1) * sy + (kh - 1) * dy + 1)
     cols = max(x.shape[3] + begin[1] + end[1], (ow - 1) * sx + (kw - 1) * dx + 1)
     hq, wq = -(-rows // sy) + 1, -(-cols // sx)  # one spare row: windows may run past the last row
-    length = oh * wq
-    wk = w.reshape(c, kh, kw).astype(x.dtype, copy=False)
-    # Channels per group: the accumulator (about 200 KB) stays in cache. One thread: the ops are small on
-    # purpose, and two threads trading the GIL between them measured slower than one.
-    group = max(1, min(BLOCK_BYTES, 192 << 10) // (n * length * x.itemsize))
-    xp = np.zeros((n, min(group, c), hq * sy, wq * sx), dtype=x.dtype)
-    for g0 in range(0, c, group):
-        g1 = min(g0 + group, c)
-        g = g1 - g0
-        xp[:, :g, begin[0] : begin[0] + x.shape[2], begin[1] : begin[1] + x.shape[3]] = x[:, g0:g1]
+    length, taps, planes = oh * wq, kh * kw, n * c
+    dtype = y.dtype
+    filters = np.empty((n, c, 1, taps + 1), dtype=dtype)
+    filters[..., :taps] = w.reshape(1, c, 1, taps)
+    filters[..., taps] = 0 if b is None else b.reshape(1, c, 1)
+    filters = filters.reshape(planes, 1, taps + 1)
+    planes_in, planes_out = x.reshape(planes, *x.shape[2:]), y.reshape(planes, oh, ow)
+    # A quarter of the block budget: 1 MiB of columns measured fastest, against 192 KiB and 4 MiB.
+    group = min(planes, max(1, BLOCK_BYTES // 4 // ((taps + 1) * length * dtype.itemsize)))
+    padded = np.zeros((group, hq * sy, wq * sx), dtype=dtype)
+    columns = np.empty((group, taps + 1, length), dtype=dtype)
+    columns[:, taps] = 1
+    sums = np.empty((group, 1, length), dtype=dtype)
+    for p0 in range(0, planes, group):
+        g = min(group, planes - p0)
+        padded[:g, begin[0] : begin[0] + x.shape[2], begin[1] : begin[1] + x.shape[3]] = planes_in[p0 : p0 + g]
         phases = {
-            (py, px): np.ascontiguousarray(xp[:, :g, py::sy, px::sx]).reshape(n, g, -1)
+            (py, px): np.ascontiguousarray(padded[:g, py::sy, px::sx]).reshape(g, -1)
             for py in range(sy)
             for px in range(sx)
         }
-        acc = np.empty((n, g, length), dtype=x.dtype)
-        tmp = np.empty_like(acc)
         for ky in range(kh):
             for kx in range(kw):
                 ry, rx = ky * dy, kx * dx
                 start = (ry // sy) * wq + rx // sx
-                window = phases[ry % sy, rx % sx][:, :, start : start + length]
-                scale = wk[g0:g1, ky, kx].reshape(1, -1, 1)
-                if ky == 0 and kx == 0:
-                    np.multiply(window, scale, out=acc)
-                else:
-                    np.multiply(window, scale, out=tmp)
-                    acc += tmp
-        y[:, g0:g1] = acc.reshape(n, g, oh, wq)[:, :, :, :ow]
+                columns[:g, ky * kw + kx] = phases[ry % sy, rx % sx][:, start : start + length]
+        np.matmul(filters[p0 : p0 + g], columns[:g], out=sums[:g])
+        planes_out[p0 : p0 + g] = sums[:g].reshape(g, oh, wq)[:, :, :ow]
 
 
 def _conv_columns_last(y, x, w, kernel, strides, dilations, begin, end, out):
@@ -179,7 +181,8 @@ def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
         # 1x1: the input already is the column matrix.
         np.matmul(w.reshape(group, mg, cg), x.reshape(n, group, cg, positions), out=y.reshape(n, group, mg, positions))
     elif len(kernel) == 2 and cg == 1 and mg == 1:
-        _conv_depthwise(y, x, w, kernel, strides, dilations, begin, end, sizes)
+        _conv_depthwise(y, x, w, b, kernel, strides, dilations, begin, end, sizes)
+        b = None  # added with the filter
     elif len(kernel) == 2 and group == 1 and strides == [1, 1] and positions >= 1024:
         _conv_shifted(y, x, w, kernel, dilations, begin, end, sizes)
     elif len(kernel) == 2 and group == 1 and positions >= 2 * m and c >= 16:

@@ -230,9 +230,11 @@ def test_lite_backend_in_config(tmp_path):
         ((2, 8, 33, 34), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),  # depthwise
         ((1, 8, 20, 21), (8, 1, 3, 3), {"group": 8, "pads": [0, 1, 2, 1], "strides": [2, 2]}),
         ((1, 8, 20, 20), (8, 1, 3, 3), {"group": 8, "pads": [2, 2, 2, 2], "dilations": [2, 2]}),
-        ((2, 16, 40, 40), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),  # stride 1, large: shifted windows
-        ((2, 16, 40, 40), (24, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # columns last
+        ((2, 16, 40, 40), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),  # contiguous windows, stride 1
+        ((2, 16, 40, 40), (24, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # windows of stride phases
+        ((2, 8, 30, 31), (12, 4, 3, 3), {"group": 2, "pads": [1, 2, 1, 0], "dilations": [2, 1]}),  # grouped windows
         ((3, 6, 12, 12), (8, 3, 3, 3), {"group": 2, "strides": [1, 2]}),  # grouped im2col, batch 3
+        ((1, 8, 7, 7), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}),  # small image: im2col
         ((1, 3, 30, 30), (4, 3, 7, 7), {"pads": [3, 3, 3, 3], "strides": [2, 2]}),
         ((2, 5, 7, 7, 6), (4, 5, 3, 2, 2), {"pads": [1, 0, 0, 1, 1, 1]}),  # 3-D
     ],

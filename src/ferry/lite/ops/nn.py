@@ -7,7 +7,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..registry import op
 
-POOL_BLOCK_BYTES = 4 << 20  # padded input per block of channels
+POOL_BLOCK_BYTES = 512 << 10  # padded input per block of planes
 
 
 def _pads(auto_pad, pads, in_shape, kernel, strides, dilations):
@@ -69,39 +69,32 @@ def _padded(x, begin, end, fill=0):
     return xp
 
 
-def _taps(xp, kernel, strides, dilations, out):
-    """For each kernel offset, the strided view of the padded input that it multiplies (2-D only)."""
-    (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel, strides, dilations, out
-    for ky in range(kh):
-        for kx in range(kw):
-            yield (
-                ky,
-                kx,
-                xp[:, :, ky * dy : ky * dy + (oh - 1) * sy + 1 : sy, kx * dx : kx * dx + (ow - 1) * sx + 1 : sx],
-            )
-
-
 @op("MaxPool")
 def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None, storage_order=0,
             strides=None, _num_outputs=1):  # fmt: skip
     strides, dilations, begin, end, out = _geometry(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     if _num_outputs == 1 and len(kernel_shape) == 2:
+        # The maximum over a window is the maximum over its rows of the maximum along each row: kh + kw
+        # passes instead of kh * kw. A block of (image, channel) planes at a time, so that the padded copy
+        # stays small next to the memory plan (512 KiB measured fastest).
+        (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel_shape, strides, dilations, out
         geometry = zip(out, strides, kernel_shape, dilations, x.shape[2:], begin, end)
         extra = [max((o - 1) * s + (k - 1) * d + 1 - size - b, e, 0) for o, s, k, d, size, b, e in geometry]
-        y = np.empty((*x.shape[:2], *out), dtype=x.dtype)
-        # A few channels at a time, so that the padded copy stays small next to the memory plan.
-        plane = x.shape[0] * (x.shape[2] + begin[0] + extra[0]) * (x.shape[3] + begin[1] + extra[1]) * x.itemsize
+        planes = x.shape[0] * x.shape[1]
+        planes_in, y = x.reshape(1, planes, *x.shape[2:]), np.empty((planes, oh, ow), dtype=x.dtype)
+        plane = (x.shape[2] + begin[0] + extra[0]) * (x.shape[3] + begin[1] + extra[1]) * x.itemsize
         step = max(1, POOL_BLOCK_BYTES // plane)
-        for c0 in range(0, x.shape[1], step):
-            xp = _padded(x[:, c0 : c0 + step], begin, extra, fill)
-            block = y[:, c0 : c0 + step]
-            for ky, kx, view in _taps(xp, kernel_shape, strides, dilations, out):
-                if ky == 0 and kx == 0:
-                    block[...] = view
-                else:
-                    np.maximum(block, view, out=block)
-        return y
+        for p0 in range(0, planes, step):
+            xp = _padded(planes_in[:, p0 : p0 + step], begin, extra, fill)[0]
+            across = xp[:, :, : (ow - 1) * sx + 1 : sx].copy()
+            for kx in range(1, kw):
+                np.maximum(across, xp[:, :, kx * dx : kx * dx + (ow - 1) * sx + 1 : sx], out=across)
+            block = y[p0 : p0 + step]
+            block[...] = across[:, : (oh - 1) * sy + 1 : sy]
+            for ky in range(1, kh):
+                np.maximum(block, across[:, ky * dy : ky * dy + (oh - 1) * sy + 1 : sy], out=block)
+        return y.reshape(*x.shape[:2], oh, ow)
     win = _windows(x, kernel_shape, strides, dilations, begin, end, out, fill)
     flat = win.reshape(*win.shape[: 2 + len(out)], -1)
     y = flat.max(axis=-1)

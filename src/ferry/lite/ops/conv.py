@@ -40,35 +40,48 @@ class _Phases:
 
     A stride-s convolution is stride 1 on the s*s phases, and under each kernel offset the input for a run
     of output rows is one contiguous window of a phase. Sums are computed on the phase width `wq`, and the
-    `wq - ow` extra columns are dropped when a block is stored. With stride 1 the one phase is the padded
-    input itself, no copy."""
+    `wq - ow` extra columns are dropped when a block is stored. Each phase is copied straight from the
+    input into a zero-bordered buffer (no padded copy in between); with stride 1 the one phase is the
+    padded input."""
 
     def __init__(self, x_shape, kernel, strides, dilations, begin, end, out):
-        (kh, kw), (self.sy, self.sx), (dy, dx), (oh, ow) = kernel, strides, dilations, out
-        self.height, self.width = x_shape[-2:]
-        self.begin = begin
-        rows = max(self.height + begin[0] + end[0], (oh - 1) * self.sy + (kh - 1) * dy + 1)
-        cols = max(self.width + begin[1] + end[1], (ow - 1) * self.sx + (kw - 1) * dx + 1)
-        self.hq, self.wq = -(-rows // self.sy) + 1, -(-cols // self.sx)  # a spare row: windows run past the end
+        (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel, strides, dilations, out
+        height, width = x_shape[-2:]
+        rows = max(height + begin[0] + end[0], (oh - 1) * sy + (kh - 1) * dy + 1)
+        cols = max(width + begin[1] + end[1], (ow - 1) * sx + (kw - 1) * dx + 1)
+        self.hq, self.wq = -(-rows // sy) + 1, -(-cols // sx)  # a spare row: windows run past the end
+        self.count = sy * sx
         # For each kernel offset, row-major: the phase it reads and where its window starts.
         self.taps = [
-            ((ky * dy % self.sy, kx * dx % self.sx), (ky * dy // self.sy) * self.wq + kx * dx // self.sx)
+            ((ky * dy % sy) * sx + kx * dx % sx, (ky * dy // sy) * self.wq + kx * dx // sx)
             for ky in range(kh)
             for kx in range(kw)
         ]
+        # For each phase, where the input's rows and columns that fall into it land: phase row i holds
+        # padded row py + i * sy, which is input row py + i * sy - begin.
+        self.copies = []
+        for py in range(sy):
+            for px in range(sx):
+                (i, r), (j, c) = (_first(p, b, s) for p, b, s in ((py, begin[0], sy), (px, begin[1], sx)))
+                nr, nc = len(range(r, height, sy)), len(range(c, width, sx))
+                self.copies.append((slice(i, i + nr), slice(j, j + nc), slice(r, height, sy), slice(c, width, sx)))
 
     def buffer(self, lead: tuple[int, ...], dtype) -> np.ndarray:
-        """A zeroed padded buffer for `lead` leading axes; `split` only ever writes its interior."""
-        return np.zeros((*lead, self.hq * self.sy, self.wq * self.sx), dtype=dtype)
+        """Zeroed phases for `lead` leading axes, (phases, *lead, hq, wq); `split` only writes interiors."""
+        return np.zeros((self.count, *lead, self.hq, self.wq), dtype=dtype)
 
-    def split(self, padded: np.ndarray, x: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
-        (b0, b1), lead = self.begin, padded.shape[:-2]
-        padded[..., b0 : b0 + self.height, b1 : b1 + self.width] = x
-        return {
-            (py, px): np.ascontiguousarray(padded[..., py :: self.sy, px :: self.sx]).reshape(*lead, -1)
-            for py in range(self.sy)
-            for px in range(self.sx)
-        }
+    def split(self, buffer: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
+        """The phases of x (whose leading axes match buffer's), each flattened to (*lead, hq * wq)."""
+        for phase, (rows, cols, x_rows, x_cols) in zip(buffer, self.copies):
+            phase[..., rows, cols] = x[..., x_rows, x_cols]
+        return [phase.reshape(*phase.shape[:-2], -1) for phase in buffer]
+
+
+def _first(phase: int, begin: int, stride: int) -> tuple[int, int]:
+    """The first phase index whose padded position (phase + i * stride) is inside the input, and that
+    input index."""
+    i = max(0, -(-(begin - phase) // stride))
+    return i, phase + i * stride - begin
 
 
 def _conv_windows(y, x, w, layout: _Phases, out, group):
@@ -115,7 +128,7 @@ def _conv_depthwise(y, x, w, b, layout: _Phases, out):
     sums = np.empty((group, 1, length), dtype=dtype)
     for p0 in range(0, planes, group):
         g = min(group, planes - p0)
-        phases = layout.split(padded[:g], planes_in[p0 : p0 + g])
+        phases = layout.split(padded[:, :g], planes_in[p0 : p0 + g])
         for k, (phase, start) in enumerate(layout.taps):
             columns[:g, k] = phases[phase][:, start : start + length]
         np.matmul(filters[p0 : p0 + g], columns[:g], out=sums[:g])

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import (
     allocator,
+    folding,
     ops,  # noqa: F401  (registers the kernels)
     planner,
 )
@@ -175,12 +176,25 @@ class Program:
         views: dict[str, np.ndarray] | None = None,
         trace: dict[str, tuple] | None = None,
         arena: np.ndarray | None = None,
+        static: list[bool] | None = None,
+        folded: dict[str, Any] | None = None,
     ) -> None:
-        for step in self.steps:
+        """Run the steps on env. `static` marks the steps that shape folding covers (see folding.py): without
+        `folded` they are skipped, env already holding their results; with it they run, and their results
+        are stored there."""
+        for i, step in enumerate(self.steps):
+            fixed = static is not None and static[i]
+            if fixed and folded is None:
+                if free:
+                    for name in step.frees:  # it was their last reader: nothing after it needs them
+                        env.pop(name, None)
+                continue
             step(env, views)
             if arena is not None:
                 _detach(env, step.outputs, views, arena)
-            if trace is not None:
+            if fixed:
+                folded.update((name, folding.freeze(env[name])) for name in step.outputs if name)
+            elif trace is not None:
                 for name in step.outputs:
                     value = env.get(name)
                     if name not in self.keep and isinstance(value, np.ndarray) and value.dtype.kind in _PLANNABLE:
@@ -203,6 +217,8 @@ class Engine:
         self.input_names = [v.name for v in graph.inputs if v.name not in graph.weights]
         self.output_names = [v.name for v in graph.outputs]
         self.plans: dict[str, planner.Plan] = dict(plans or {})
+        self.static = folding.static_steps(self.program.steps, graph.weights, self.input_names)
+        self.folded: dict[str, dict[str, Any]] = {}  # shape key -> results of the static steps
         # Plans are shared; arenas are per thread, so that one engine may run in several threads at once.
         self._local = threading.local()
 
@@ -214,26 +230,35 @@ class Engine:
         self._check(feeds)
         env: dict[str, Any] = dict(self.graph.weights)
         env.update(feeds)
-        if self.memory == "arena":
-            self._run_planned(env, shape_key(feeds))
+        key = shape_key(feeds)
+        folded = self.folded.get(key)
+        if folded is not None:
+            env.update(folded)
+            collect = None
         else:
-            self.program.execute(env, free=self.memory == "free")
+            collect = {}  # the first run at these shapes keeps what the static steps compute
+        if self.memory == "arena":
+            self._run_planned(env, key, collect)
+        else:
+            self.program.execute(env, free=self.memory == "free", static=self.static, folded=collect)
+        if collect is not None:
+            self.folded[key] = collect
         wanted = outputs or self.output_names
         unknown = [n for n in wanted if n not in self.output_names]
         if unknown:
             raise LiteInputError(f"model {self.graph.name!r} has no output(s) {unknown}; outputs: {self.output_names}")
-        return {name: env[name] for name in wanted}
+        return {name: _writable(env[name]) for name in wanted}
 
-    def _run_planned(self, env: dict[str, Any], key: str) -> None:
+    def _run_planned(self, env: dict[str, Any], key: str, collect: dict[str, Any] | None) -> None:
         arenas = self._local.__dict__.setdefault("arenas", {})
         arena = arenas.get(key)
         if arena is None and key in self.plans:
             arena = arenas[key] = _views(self.plans[key])
         if arena is not None:
-            self.program.execute(env, views=arena[1], arena=arena[0])
+            self.program.execute(env, views=arena[1], arena=arena[0], static=self.static, folded=collect)
             return
         trace: dict[str, tuple] = {}
-        self.program.execute(env, trace=trace)
+        self.program.execute(env, trace=trace, static=self.static, folded=collect)
         steps_writes = [s.outputs for s in self.program.steps]
         spans = planner.lifetimes(self.program.reads, steps_writes)
         self.plans[key] = planner.plan(trace, {n: spans[n] for n in trace})
@@ -279,6 +304,13 @@ def _detach(env: dict[str, Any], names: list[str], views: dict[str, np.ndarray],
             env[name] = value.copy()
         elif isinstance(value, list):
             env[name] = [v.copy() if isinstance(v, np.ndarray) and np.may_share_memory(v, arena) else v for v in value]
+
+
+def _writable(value: Any) -> Any:
+    """Outputs are the caller's to change; folded results and memory-mapped weights are read-only."""
+    if isinstance(value, np.ndarray) and not value.flags.writeable:
+        return value.copy()
+    return value
 
 
 def shape_key(feeds: dict[str, Any]) -> str:

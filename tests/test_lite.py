@@ -131,6 +131,9 @@ def test_arena_run_matches_and_the_plan_never_overlaps_live_tensors(tmp_path):
         for b in slots:
             if a is not b and a.first <= b.last and b.first <= a.last:  # alive at the same time
                 assert a.offset + a.nbytes <= b.offset or b.offset + b.nbytes <= a.offset, (a, b)
+    steps = range(max(s.last for s in slots) + 1)
+    alive = max(sum(s.nbytes for s in slots if s.first <= t <= s.last) for t in steps)
+    assert plan.live_peak() == alive <= plan.arena_bytes  # the floor under any arena for this order
 
 
 # --- format and export ---------------------------------------------------------------------------------------

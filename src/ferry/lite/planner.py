@@ -29,11 +29,22 @@ class Plan:
     arena_bytes: int  # the arena's size: the planned peak of intermediate tensors
     naive_bytes: int  # every intermediate in storage of its own
 
+    def live_peak(self) -> int:
+        """The most bytes alive at one step: no plan for this order of steps can use a smaller arena."""
+        events = sorted([(s.first, s.nbytes) for s in self.slots.values()] + [(s.last + 1, -s.nbytes) for s in
+                         self.slots.values()])  # fmt: skip
+        peak = live = 0
+        for _, change in events:  # at equal steps the frees (negative) come first
+            live += change
+            peak = max(peak, live)
+        return peak
+
     def summary(self) -> str:
         saved = 1 - self.arena_bytes / self.naive_bytes if self.naive_bytes else 0.0
         return (
             f"{len(self.slots)} intermediate tensors: arena {self.arena_bytes / 2**20:.2f} MiB against "
-            f"{self.naive_bytes / 2**20:.2f} MiB unplanned ({saved:.0%} saved)"
+            f"{self.naive_bytes / 2**20:.2f} MiB unplanned ({saved:.0%} saved; "
+            f"{self.live_peak() / 2**20:.2f} MiB alive at once at most)"
         )
 
     def to_json(self) -> dict:

@@ -104,11 +104,17 @@ def _softmax_rows(x):
     width = x.shape[-1]
     rows, flat = x.reshape(-1, width), out.reshape(-1, width)
     step = max(1, CHUNK // width)
+    ones = np.ones((width, 1), x.dtype)  # row sums as a product: BLAS reads the block once
+    column = np.empty((min(step, rows.shape[0]), 1), x.dtype)
     for r in range(0, rows.shape[0], step):
         block, o = rows[r : r + step], flat[r : r + step]
-        np.subtract(block, block.max(axis=1, keepdims=True), out=o)
+        c = column[: block.shape[0]]
+        np.max(block, axis=1, keepdims=True, out=c)
+        np.subtract(block, c, out=o)
         np.exp(o, out=o)
-        o /= o.sum(axis=1, keepdims=True)
+        np.matmul(o, ones, out=c)
+        np.reciprocal(c, out=c)
+        o *= c
     return out
 
 

@@ -22,6 +22,8 @@ from ferry.optimize.passes import (
     fuse_bias_gelu,
     identity,
     patterns,
+    reshape_dims,
+    shape_inference,
     transpose_reshape,
 )
 
@@ -254,3 +256,50 @@ def test_bias_gelu_is_left_alone_when_the_bias_would_broadcast():
     model = model_of(nodes, [("x", [2, 5, 16])], ["y"], [const("bias", x(1))], opset=20)
     model = onnx.shape_inference.infer_shapes(model)
     assert fuse_bias_gelu.run(model) is False
+
+
+def reshape_by_shape_of(source: str, dims: list[int], x_shape: list) -> onnx.ModelProto:
+    """y = Reshape(x @ w, [those dims of `source`, 2, 4]), the dims read at run time as torch.onnx exports."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Shape", [source], ["s"])]
+    inits = [const("w", x(8, 8)), numpy_helper.from_array(np.array([2, 4], np.int64), "tail"),
+             numpy_helper.from_array(np.array([0], np.int64), "axes")]  # fmt: skip
+    for j, k in enumerate(dims):
+        inits.append(numpy_helper.from_array(np.array(k, np.int64), f"k{j}"))
+        nodes += [helper.make_node("Gather", ["s", f"k{j}"], [f"g{j}"], axis=0),
+                  helper.make_node("Unsqueeze", [f"g{j}", "axes"], [f"u{j}"])]  # fmt: skip
+    pieces = [f"u{j}" for j in range(len(dims))] + ["tail"]
+    nodes += [
+        helper.make_node("Concat", pieces, ["target"], axis=0),
+        helper.make_node("Reshape", ["h", "target"], ["y"]),
+    ]
+    model = model_of(nodes, [("x", x_shape)], ["y"], inits)
+    shape_inference.run(model)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("source", "dims", "x_shape", "target"),
+    [
+        ("x", [0, 1], ["N", "S", 8], [0, 0, 2, 4]),  # the batch and sequence symbols flow from x to x @ w
+        ("h", [0, 1], ["N", "S", 8], [0, 0, 2, 4]),  # the Reshape's own input
+        ("x", [0, 1], [3, "S", 8], [3, 0, 2, 4]),  # a dimension known as a number is that number
+    ],
+)
+def test_reshape_target_from_shapes_becomes_a_constant(source, dims, x_shape, target):
+    model = reshape_by_shape_of(source, dims, x_shape)
+    feeds = {"x": x(3, 5, 8)}
+    out, _ = apply(reshape_dims.run, model, feeds)
+    reshape = next(n for n in out.graph.node if n.op_type == "Reshape")
+    assert list(numpy_helper.to_array(next(t for t in out.graph.initializer if t.name == reshape.input[1]))) == target
+    dead_code.run(out)
+    assert Counter(n.op_type for n in out.graph.node) == {"MatMul": 1, "Reshape": 1}  # the chain is gone
+    if x_shape[0] == "N":  # other batch and sequence sizes still agree
+        other = {"x": x(2, 7, 8)}
+        np.testing.assert_allclose(run_ort(out, other)[0], run_ort(model, other)[0], atol=1e-5)
+
+
+def test_reshape_target_is_left_alone_when_dims_may_differ():
+    """Swapped dims, [S, N, ...], are not "keep dimension j": position 0 would copy N, not S."""
+    for source in ("x", "h"):
+        model = reshape_by_shape_of(source, [1, 0], ["N", "S", 8])
+        assert reshape_dims.run(model) is False

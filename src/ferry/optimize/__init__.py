@@ -18,6 +18,7 @@ from ferry.optimize.passes import (
     fuse_bias_gelu,
     identity,
     patterns,
+    reshape_dims,
     shape_inference,
     transpose_reshape,
 )
@@ -28,6 +29,7 @@ PASSES = [
     ("dead_code", dead_code.run),
     ("fold_batchnorm", fold_batchnorm.run),
     ("patterns", patterns.run),
+    ("reshape_dims", reshape_dims.run),
     ("transpose_reshape", transpose_reshape.run),
     ("fuse_activation", fuse_activation.run),
     ("fuse_bias_gelu", fuse_bias_gelu.run),

@@ -120,3 +120,13 @@ def opset(model: onnx.ModelProto, domain: str = "") -> int:
 def ensure_domain(model: onnx.ModelProto, domain: str, version: int = 1) -> None:
     if not any(o.domain == domain for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(domain, version))
+
+
+def shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """Name -> dimensions (an int, a symbol, or '' when unknown) for every tensor whose shape is recorded."""
+    known = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+    return {
+        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+        for v in known
+        if v.type.tensor_type.HasField("shape")
+    }

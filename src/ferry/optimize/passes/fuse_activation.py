@@ -6,7 +6,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, ensure_domain, replace
+from ferry.optimize.ir import Index, attr, ensure_domain, replace, shapes
 
 MS = "com.microsoft"
 
@@ -55,21 +55,12 @@ def _fuse_activations(model: onnx.ModelProto) -> bool:
     return changed
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list]:
-    known = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
-    return {
-        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
-        for v in known
-        if v.type.tensor_type.HasField("shape")
-    }
-
-
 def _fuse_residuals(model: onnx.ModelProto) -> bool:
     """Conv -> Add(residual) -> activation becomes one FusedConv with the residual as its Z input (the
     ResNet block ending). The residual must have the conv output's exact shape: FusedConv does not
     broadcast Z."""
     graph = model.graph
-    shapes = _shapes(model)
+    dims = shapes(model)
     for conv in list(graph.node):
         if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
             continue
@@ -78,7 +69,7 @@ def _fuse_residuals(model: onnx.ModelProto) -> bool:
         if add is None or add.op_type != "Add" or len(add.input) != 2 or add.input[0] == add.input[1]:
             continue
         residual = add.input[1] if add.input[0] == conv.output[0] else add.input[0]
-        if shapes.get(residual) is None or shapes.get(residual) != shapes.get(conv.output[0]):
+        if dims.get(residual) is None or dims.get(residual) != dims.get(conv.output[0]):
             continue
         act = index.sole_consumer(add.output[0])
         found = _activation(act, index) if act is not None else None
@@ -101,7 +92,7 @@ def _fuse_residuals(model: onnx.ModelProto) -> bool:
 def _matmul_add_to_gemm(model: onnx.ModelProto) -> bool:
     graph = model.graph
     changed = False
-    shapes = {v.name: v.type.tensor_type.shape for v in list(graph.value_info) + list(graph.input)}
+    dims = shapes(model)
     for node in list(graph.node):
         if node.op_type != "MatMul":
             continue
@@ -112,8 +103,8 @@ def _matmul_add_to_gemm(model: onnx.ModelProto) -> bool:
             continue
         other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
         bias = index.const(other)
-        shape = shapes.get(node.input[0])
-        if bias is None or bias.ndim > 1 or shape is None or len(shape.dim) != 2:
+        shape = dims.get(node.input[0])
+        if bias is None or bias.ndim > 1 or shape is None or len(shape) != 2:
             continue  # Gemm needs a 2-D A and a bias that broadcasts along rows
         gemm = helper.make_node("Gemm", [node.input[0], node.input[1], other], [add.output[0]],
                                 name=(node.name or add.output[0]) + "_gemm")  # fmt: skip

@@ -11,6 +11,7 @@ import onnx
 
 from ferry.optimize.manager import run_passes
 from ferry.optimize.passes import (
+    common_subexpressions,
     constant_folding,
     dead_code,
     fold_batchnorm,
@@ -26,6 +27,7 @@ from ferry.optimize.passes import (
 PASSES = [
     ("constant_folding", constant_folding.run),
     ("identity", identity.run),
+    ("common_subexpressions", common_subexpressions.run),
     ("dead_code", dead_code.run),
     ("fold_batchnorm", fold_batchnorm.run),
     ("patterns", patterns.run),

@@ -365,3 +365,38 @@ def test_one_engine_runs_in_several_threads_at_once(tmp_path):
 
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(work, range(4)))
+
+
+def test_matmul_and_row_kernels_write_into_a_fitting_arena_slot():
+    """Each fills its slot when it has the result's shape and dtype, and leaves any other alone."""
+    from ferry.lite.ops.contrib import BiasGelu, SkipLayerNormalization
+    from ferry.lite.ops.norm import LayerNormalization
+    from ferry.lite.ops.reduce import MatMul, Softmax
+
+    rng = np.random.default_rng(5)
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    x, g, b = r(2, 3, 8), r(8), r(8)
+    calls = [
+        (MatMul, (r(2, 3, 4), r(4, 5)), {}),
+        (MatMul, (r(2, 3, 4, 6), r(2, 3, 6, 5)), {}),
+        (MatMul, (r(3, 4), r(4, 2)), {}),
+        (MatMul, (r(1, 4, 6), r(3, 6, 2)), {}),
+        (Softmax, (x,), {"axis": -1}),
+        (LayerNormalization, (x, g, b), {"axis": -1}),
+        (SkipLayerNormalization, (x, r(2, 3, 8), g, b), {}),
+        (BiasGelu, (x, b), {}),
+    ]
+    for kernel, args, attrs in calls:
+        want = kernel(*args, **attrs)
+        want = want[0] if isinstance(want, tuple) else want
+        slot = np.empty(want.shape, np.float32)
+        got = kernel(*args, **attrs, out=slot)
+        assert (got[0] if isinstance(got, tuple) else got) is slot, kernel.__name__
+        np.testing.assert_allclose(slot, want, rtol=1e-5, atol=1e-5)
+        for wrong in (np.empty(want.shape, np.float64), np.empty((*want.shape[:-1], want.shape[-1] + 1), np.float32)):
+            got = kernel(*args, **attrs, out=wrong)
+            assert (got[0] if isinstance(got, tuple) else got) is not wrong, kernel.__name__
+            np.testing.assert_allclose(got[0] if isinstance(got, tuple) else got, want, rtol=1e-5, atol=1e-5)

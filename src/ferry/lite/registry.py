@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 KERNELS: dict[tuple[str, str], list[tuple[int, Callable]]] = {}
 
 
@@ -51,3 +53,10 @@ def fills_out(fn: Callable) -> Callable:
     inputs, so the engine cannot judge the fit itself)."""
     fn.writes_out = "checked"
     return fn
+
+
+def slot(out, shape: tuple, dtype) -> np.ndarray | None:
+    """`out` when a kernel may write its result there: the same shape and dtype, and contiguous."""
+    if out is not None and out.shape == tuple(shape) and out.dtype == dtype and out.flags.c_contiguous:
+        return out
+    return None

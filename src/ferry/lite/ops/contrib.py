@@ -39,26 +39,30 @@ def FusedGemm(a, b, c=None, *, activation="", activation_params=(), activation_a
 
 
 @op("Gelu", domain="com.microsoft")
-def Gelu(x):
-    return _Gelu(x)
+@fills_out
+def Gelu(x, *, out=None):
+    return _Gelu(x, out=out)
 
 
 @op("BiasGelu", domain="com.microsoft")
-def BiasGelu(x, bias):
+@fills_out
+def BiasGelu(x, bias, *, out=None):
     if x.dtype == np.float32 and x.size:
-        return gelu_erf_f32(np.ascontiguousarray(x), bias)
+        return gelu_erf_f32(np.ascontiguousarray(x), bias, out=out)
     return _Gelu(x + bias)
 
 
 @op("SkipLayerNormalization", domain="com.microsoft")
-def SkipLayerNormalization(x, skip, gamma, beta=None, bias=None, *, epsilon=1e-12, _num_outputs=1):
+@fills_out
+def SkipLayerNormalization(x, skip, gamma, beta=None, bias=None, *, epsilon=1e-12, _num_outputs=1, out=None):
     """LayerNorm(x + skip + bias) over the last axis; outputs: the result, the means, the inverse deviations
     and the sum x + skip + bias (each only as far as the node asks)."""
     blocked = x.dtype == np.float32 and x.shape == skip.shape and x.size
     # The blocked path sums inside its blocks; the sum is only materialised when it is a wanted output.
     summed = x + skip + (bias if bias is not None else 0) if _num_outputs > 3 or not blocked else None
     if blocked:
-        y, mean, inv = layernorm_rows(np.ascontiguousarray(x), gamma, beta, epsilon, np.ascontiguousarray(skip), bias)
+        y, mean, inv = layernorm_rows(np.ascontiguousarray(x), gamma, beta, epsilon, np.ascontiguousarray(skip), bias,
+                                      out=out)  # fmt: skip
     else:
         y, mean, inv = LayerNormalization(summed, gamma, beta, epsilon=epsilon, stash_type=1)
     return (y, mean, inv, summed)[:_num_outputs] if _num_outputs > 1 else y

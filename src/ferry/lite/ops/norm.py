@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..registry import op
+from ..registry import fills_out, op, slot
 from .elementwise import CHUNK
 
 
@@ -37,13 +37,14 @@ def InstanceNormalization(x, scale, b, *, epsilon=1e-5):
     return (y * _channel(scale, x.ndim) + _channel(b, x.ndim)).astype(x.dtype)
 
 
-def layernorm_rows(x, scale, b, epsilon, skip=None, bias=None):
+def layernorm_rows(x, scale, b, epsilon, skip=None, bias=None, out=None):
     """LayerNorm over the last axis of float32 `x` (+ `skip` + `bias`, as ORT's SkipLayerNormalization), a
     block of rows at a time in cache. Returns the output, the means and the inverse deviations."""
     width = x.shape[-1]
     rows = x.reshape(-1, width)
     skips = skip.reshape(-1, width) if skip is not None else None
-    out = np.empty(x.shape, np.float32)
+    out = slot(out, x.shape, np.float32)
+    out = np.empty(x.shape, np.float32) if out is None else out
     flat = out.reshape(-1, width)
     mean = np.empty((rows.shape[0], 1), np.float32)
     inv = np.empty_like(mean)
@@ -75,10 +76,11 @@ def layernorm_rows(x, scale, b, epsilon, skip=None, bias=None):
 
 
 @op("LayerNormalization", since=17)
-def LayerNormalization(x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1):
+@fills_out
+def LayerNormalization(x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1, out=None):
     axis = axis + x.ndim if axis < 0 else axis
     if axis == x.ndim - 1 and x.dtype == np.float32 and stash_type == 1 and x.size:
-        return layernorm_rows(np.ascontiguousarray(x), scale, b, epsilon)
+        return layernorm_rows(np.ascontiguousarray(x), scale, b, epsilon, out=out)
     axes = tuple(range(axis, x.ndim))
     xf = x.astype(np.float32, copy=False) if stash_type == 1 else x
     mean = xf.mean(axis=axes, keepdims=True)

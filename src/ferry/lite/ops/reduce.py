@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import op
+from ..registry import fills_out, op, slot
 from .elementwise import CHUNK
 
 
@@ -87,20 +87,21 @@ op("ArgMax")(_arg(np.argmax))
 op("ArgMin")(_arg(np.argmin))
 
 
-def _softmax(x, axis):
+def _softmax(x, axis, out=None):
     axis = axis + x.ndim if axis < 0 else axis
     if axis == x.ndim - 1 and x.dtype.kind == "f" and x.size:
-        return _softmax_rows(np.ascontiguousarray(x))
+        return _softmax_rows(np.ascontiguousarray(x), out)
     e = np.subtract(x, np.max(x, axis=axis, keepdims=True))
     np.exp(e, out=e)
     e /= np.sum(e, axis=axis, keepdims=True)
     return e
 
 
-def _softmax_rows(x):
+def _softmax_rows(x, out=None):
     """Softmax over the last axis, a block of rows at a time, in place in the output: its four passes run
     on a block in cache (attention scores at batch 8 are 2 MiB and more)."""
-    out = np.empty_like(x)
+    out = slot(out, x.shape, x.dtype)
+    out = np.empty_like(x) if out is None else out
     width = x.shape[-1]
     rows, flat = x.reshape(-1, width), out.reshape(-1, width)
     step = max(1, CHUNK // width)
@@ -148,12 +149,31 @@ def _hardmax(x, axis):
 
 for _name, _fn in (("Softmax", _softmax), ("LogSoftmax", _log_softmax), ("Hardmax", _hardmax)):
     op(_name)(_flattened(_fn))
+for _name, _fn in (("LogSoftmax", _log_softmax), ("Hardmax", _hardmax)):
     op(_name, since=13)(_along(_fn))
 
 
+@op("Softmax", since=13)
+@fills_out
+def Softmax(x, *, axis=-1, out=None):
+    return _softmax(x, axis, out).astype(x.dtype, copy=False)
+
+
 @op("MatMul")
-def MatMul(a, b):
-    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
+@fills_out
+def MatMul(a, b, *, out=None):
+    """`out`: the arena slot, written straight into when it has the result's shape and dtype (BERT's
+    feed-forward products are 4 MiB at batch 8, a copy each otherwise)."""
+    fold = a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous
+    if out is not None and a.dtype == b.dtype == out.dtype and out.flags.c_contiguous and a.ndim and b.ndim:
+        if fold and out.shape == (*a.shape[:-1], b.shape[1]):
+            np.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, b.shape[1]))
+            return out
+        if a.ndim >= 2 and b.ndim >= 2 and out.shape == np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (
+            a.shape[-2], b.shape[-1]):  # fmt: skip
+            np.matmul(a, b, out=out)
+            return out
+    if fold:
         # One GEMM over all leading axes rather than one per batch entry: 15-30% faster on BERT's projections.
         return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[1])
     return np.matmul(a, b)

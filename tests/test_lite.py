@@ -370,6 +370,7 @@ def test_one_engine_runs_in_several_threads_at_once(tmp_path):
 def test_matmul_and_row_kernels_write_into_a_fitting_arena_slot():
     """Each fills its slot when it has the result's shape and dtype, and leaves any other alone."""
     from ferry.lite.ops.contrib import BiasGelu, SkipLayerNormalization
+    from ferry.lite.ops.nn import MaxPool
     from ferry.lite.ops.norm import LayerNormalization
     from ferry.lite.ops.reduce import MatMul, Softmax
 
@@ -388,6 +389,7 @@ def test_matmul_and_row_kernels_write_into_a_fitting_arena_slot():
         (LayerNormalization, (x, g, b), {"axis": -1}),
         (SkipLayerNormalization, (x, r(2, 3, 8), g, b), {}),
         (BiasGelu, (x, b), {}),
+        (MaxPool, (r(2, 3, 9, 8),), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ]
     for kernel, args, attrs in calls:
         want = kernel(*args, **attrs)

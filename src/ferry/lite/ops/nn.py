@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..registry import op
+from ..registry import fills_out, op, slot
 
 POOL_BLOCK_BYTES = 512 << 10  # padded input per block of planes
 
@@ -70,8 +70,10 @@ def _padded(x, begin, end, fill=0):
 
 
 @op("MaxPool")
+@fills_out
 def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None, storage_order=0,
-            strides=None, _num_outputs=1):  # fmt: skip
+            strides=None, _num_outputs=1, out=None):  # fmt: skip
+    arena = out  # `out` is the output sizes below, as in the other window ops
     strides, dilations, begin, end, out = _geometry(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     if _num_outputs == 1 and len(kernel_shape) == 2:
@@ -82,7 +84,10 @@ def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, 
         geometry = zip(out, strides, kernel_shape, dilations, x.shape[2:], begin, end)
         extra = [max((o - 1) * s + (k - 1) * d + 1 - size - b, e, 0) for o, s, k, d, size, b, e in geometry]
         planes = x.shape[0] * x.shape[1]
-        planes_in, y = x.reshape(1, planes, *x.shape[2:]), np.empty((planes, oh, ow), dtype=x.dtype)
+        result = slot(arena, (*x.shape[:2], oh, ow), x.dtype)
+        result = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype) if result is None else result
+        y = result.reshape(planes, oh, ow)
+        planes_in = x.reshape(1, planes, *x.shape[2:])
         plane = (x.shape[2] + begin[0] + extra[0]) * (x.shape[3] + begin[1] + extra[1]) * x.itemsize
         step = max(1, POOL_BLOCK_BYTES // plane)
         for p0 in range(0, planes, step):
@@ -94,7 +99,7 @@ def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, 
             block[...] = across[:, : (oh - 1) * sy + 1 : sy]
             for ky in range(1, kh):
                 np.maximum(block, across[:, ky * dy : ky * dy + (oh - 1) * sy + 1 : sy], out=block)
-        return y.reshape(*x.shape[:2], oh, ow)
+        return result
     win = _windows(x, kernel_shape, strides, dilations, begin, end, out, fill)
     flat = win.reshape(*win.shape[: 2 + len(out)], -1)
     y = flat.max(axis=-1)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..parallel import parallel_for
-from ..registry import fills_out, op
+from ..registry import fills_out, op, slot
 from .nn import _geometry, _padded, _windows
 
 PARALLEL_MIN = 1 << 16  # elements below which splitting across threads costs more than it saves
@@ -174,8 +174,8 @@ def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
     ksize = int(np.prod(kernel))
     dtype = np.result_type(x, w)
     shape = (n, m, *sizes)
-    fits = out is not None and out.shape == shape and out.dtype == dtype and out.flags.c_contiguous
-    y = out if fits else np.empty(shape, dtype=dtype)
+    y = slot(out, shape, dtype)
+    y = np.empty(shape, dtype=dtype) if y is None else y
     if ksize == 1 and all(s == 1 for s in strides) and not any(begin) and not any(end):
         # 1x1: the input already is the column matrix.
         np.matmul(w.reshape(group, mg, cg), x.reshape(n, group, cg, positions), out=y.reshape(n, group, mg, positions))

@@ -227,21 +227,23 @@ def test_lite_backend_in_config(tmp_path):
     assert {row.op_type for row in predictor.profile()} >= {"Conv", "Gemm"}
 
 
-@pytest.mark.parametrize(
-    "x_shape, w_shape, attrs",
-    [
-        ((2, 8, 33, 34), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),  # depthwise
-        ((1, 8, 20, 21), (8, 1, 3, 3), {"group": 8, "pads": [0, 1, 2, 1], "strides": [2, 2]}),
-        ((1, 8, 20, 20), (8, 1, 3, 3), {"group": 8, "pads": [2, 2, 2, 2], "dilations": [2, 2]}),
-        ((2, 16, 40, 40), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),  # contiguous windows, stride 1
-        ((2, 16, 40, 40), (24, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # windows of stride phases
-        ((2, 8, 30, 31), (12, 4, 3, 3), {"group": 2, "pads": [1, 2, 1, 0], "dilations": [2, 1]}),  # grouped windows
-        ((3, 6, 12, 12), (8, 3, 3, 3), {"group": 2, "strides": [1, 2]}),  # grouped im2col, batch 3
-        ((1, 8, 7, 7), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}),  # small image: im2col
-        ((1, 3, 30, 30), (4, 3, 7, 7), {"pads": [3, 3, 3, 3], "strides": [2, 2]}),
-        ((2, 5, 7, 7, 6), (4, 5, 3, 2, 2), {"pads": [1, 0, 0, 1, 1, 1]}),  # 3-D
-    ],
-)
+CONV_CASES = [
+    ((2, 8, 33, 34), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),  # depthwise
+    ((1, 8, 20, 21), (8, 1, 3, 3), {"group": 8, "pads": [0, 1, 2, 1], "strides": [2, 2]}),
+    ((1, 8, 20, 20), (8, 1, 3, 3), {"group": 8, "pads": [2, 2, 2, 2], "dilations": [2, 2]}),
+    ((2, 16, 40, 40), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),  # contiguous windows, stride 1
+    ((2, 16, 40, 40), (24, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # windows of stride phases
+    ((2, 8, 30, 31), (12, 4, 3, 3), {"group": 2, "pads": [1, 2, 1, 0], "dilations": [2, 1]}),  # grouped windows
+    ((3, 6, 12, 12), (8, 3, 3, 3), {"group": 2, "strides": [1, 2]}),  # grouped im2col, batch 3
+    ((1, 8, 7, 7), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}),  # small image: im2col
+    ((1, 3, 30, 30), (4, 3, 7, 7), {"pads": [3, 3, 3, 3], "strides": [2, 2]}),
+    ((2, 5, 7, 7, 6), (4, 5, 3, 2, 2), {"pads": [1, 0, 0, 1, 1, 1]}),  # 3-D
+    ((2, 6, 10, 11), (9, 6, 1, 1), {}),  # 1x1: a product per image and block of positions
+    ((2, 6, 10, 11), (8, 3, 1, 1), {"group": 2}),  # grouped 1x1
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", CONV_CASES)
 @pytest.mark.parametrize("block_bytes", [None, 4096])  # 4 KiB: every path works in several blocks
 def test_conv_paths_agree_with_onnxruntime(x_shape, w_shape, attrs, block_bytes, monkeypatch):
     import onnxruntime as ort
@@ -268,6 +270,31 @@ def test_conv_paths_agree_with_onnxruntime(x_shape, w_shape, attrs, block_bytes,
     bias = rng.standard_normal(w_shape[0]).astype(np.float32)  # some paths add it inside, others after
     want = want[0] + bias.reshape(1, -1, *[1] * (len(x_shape) - 2))
     np.testing.assert_allclose(Conv(x, w, bias, **attrs), want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", CONV_CASES)
+@pytest.mark.parametrize("activation", ["Relu", "Clip", "Sigmoid", ""])
+def test_fused_conv_adds_bias_and_residual_then_activates_on_every_path(x_shape, w_shape, attrs, activation, monkeypatch):
+    """Bias, residual and activation on every convolution path, in blocks (4 KiB here: many per call)."""
+    from ferry.lite.ops import conv
+    from ferry.lite.ops.contrib import FusedConv
+    from ferry.lite.ops.conv import Conv
+
+    monkeypatch.setattr(conv, "BLOCK_BYTES", 4096)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    plain = Conv(x, w, b, **attrs)
+    z = rng.standard_normal(plain.shape).astype(np.float32)
+    params = {"Clip": [-0.5, 1.0], "Relu": [], "Sigmoid": [], "": []}[activation]
+    want = plain + z
+    want = {"Relu": lambda v: np.maximum(v, 0), "Clip": lambda v: np.clip(v, -0.5, 1.0),
+            "Sigmoid": lambda v: 1 / (1 + np.exp(-v)), "": lambda v: v}[activation](want)  # fmt: skip
+    slot = np.empty(plain.shape, np.float32)
+    got = FusedConv(x, w, b, z, activation=activation, activation_params=params, out=slot, **attrs)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert (got is slot) == (activation != "Sigmoid")  # Sigmoid runs after, on a new array
 
 
 @pytest.mark.parametrize(("n", "rows", "row_bytes"), [(8, 7, 100), (3, 50, 1000), (2, 9, 10_000), (1, 1, 1)])

@@ -159,9 +159,9 @@ def main() -> None:
     for r in rows:
         m = r["memory"]
         growth = (m["arena"][1] - m["arena"][0]) / max(m["keep"][1] - m["keep"][0], 1e-9)
-        floor = m["arena"][0] + m["arena"][2]
-        print(f"| {r['model']} | {r['batch']} | {m['arena'][1]:.0f} | {m['keep'][1]:.0f} | {m['free'][1]:.0f} | "
-              f"{m['arena'][1] / m['keep'][1]:.2f}x | {growth:.2f}x | {floor:.0f} | {floor / m['keep'][1]:.2f}x |")  # fmt: skip
+        floor, keep = m["arena"][0] + m["arena"][2], m["keep"][1]
+        print(f"| {r['model']} | {r['batch']} | {m['arena'][1]:.0f} | {keep:.0f} | {m['free'][1]:.0f} | "
+              f"{m['arena'][1] / keep:.2f}x | {growth:.2f}x | {floor:.0f} | {floor / keep:.2f}x |")  # fmt: skip
     print()
     print("| model | batch | ORT, its optimisations off: original ms | with ferry's passes ms | speed-up | passes |")
     print("|---|---|---|---|---|---|")

@@ -274,7 +274,7 @@ def test_conv_paths_agree_with_onnxruntime(x_shape, w_shape, attrs, block_bytes,
 
 @pytest.mark.parametrize("x_shape, w_shape, attrs", CONV_CASES)
 @pytest.mark.parametrize("activation", ["Relu", "Clip", "Sigmoid", ""])
-def test_fused_conv_adds_bias_and_residual_then_activates_on_every_path(x_shape, w_shape, attrs, activation, monkeypatch):
+def test_fused_conv_bias_residual_activation_on_every_path(x_shape, w_shape, attrs, activation, monkeypatch):
     """Bias, residual and activation on every convolution path, in blocks (4 KiB here: many per call)."""
     from ferry.lite.ops import conv
     from ferry.lite.ops.contrib import FusedConv

@@ -123,3 +123,21 @@ def test_outputs_that_are_folded_are_the_callers_to_change():
         target = engine.run({"x": x})["target"]
         target[0] = 99  # a graph output is the caller's array, never the cached one
     assert list(engine.run({"x": x})["target"]) == [2, 2, 3]
+
+
+def test_an_engine_keeps_a_bounded_number_of_input_shapes():
+    """Plans, folded results and arenas are kept per set of input shapes, at most SHAPES_KEPT of them, the
+    least recently used going first; a shape seen again is planned again and still right."""
+    from ferry.lite import engine as engine_module
+
+    engine = reshape_by_own_shape()
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    kept = engine_module.SHAPES_KEPT
+    for rows in [*range(1, kept + 6), 1, 3]:
+        x = np.full((rows, 6), rows, np.float32)
+        for _ in range(2):  # the second run is the one in the arena
+            np.testing.assert_array_equal(engine.run({"x": x})["y"], x.reshape(rows, 2, 3) * w)
+        assert len(engine.plans) <= kept and len(engine.folded) <= kept
+        assert len(engine._local.arenas) <= kept
+    assert engine.plan_for({"x": np.ones((3, 6), np.float32)}) is not None  # just used: kept
+    assert engine.plan_for({"x": np.ones((6, 6), np.float32)}) is None  # least recently used: gone

@@ -16,6 +16,7 @@ Memory, as `Engine(memory=...)`:
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,6 +33,7 @@ from .graph import Graph, Node
 from .registry import lookup
 
 _PLANNABLE = set("biufc")  # dtype kinds that live in the arena (not strings, not objects)
+SHAPES_KEPT = 16  # sets of input shapes whose plan, folded results and arena an engine keeps
 
 
 class Subgraph:
@@ -216,11 +218,15 @@ class Engine:
         allocator.tune()
         self.input_names = [v.name for v in graph.inputs if v.name not in graph.weights]
         self.output_names = [v.name for v in graph.outputs]
-        self.plans: dict[str, planner.Plan] = dict(plans or {})
+        # Per set of input shapes: the memory plan, the folded results and (per thread) the arena. At most
+        # SHAPES_KEPT sets are kept, least recently used out first: a server fed text of every length would
+        # otherwise keep an arena for each.
+        self.plans: OrderedDict[str, planner.Plan] = OrderedDict(plans or {})
         self.static = folding.static_steps(self.program.steps, graph.weights, self.input_names)
-        self.folded: dict[str, dict[str, Any]] = {}  # shape key -> results of the static steps
+        self.folded: OrderedDict[str, dict[str, Any]] = OrderedDict()  # shape key -> results of the static steps
         # Plans are shared; arenas are per thread, so that one engine may run in several threads at once.
         self._local = threading.local()
+        self._lock = threading.Lock()
 
     def plan_for(self, feeds: dict[str, Any]) -> planner.Plan | None:
         """The memory plan used for inputs of these shapes (made on the first run at them)."""
@@ -231,6 +237,7 @@ class Engine:
         env: dict[str, Any] = dict(self.graph.weights)
         env.update(feeds)
         key = shape_key(feeds)
+        self._touch(key)
         folded = self.folded.get(key)
         if folded is not None:
             env.update(folded)
@@ -249,8 +256,17 @@ class Engine:
             raise LiteInputError(f"model {self.graph.name!r} has no output(s) {unknown}; outputs: {self.output_names}")
         return {name: _writable(env[name]) for name in wanted}
 
+    def _touch(self, key: str) -> None:
+        """Mark `key` as just used, and drop the least recently used sets of shapes beyond SHAPES_KEPT."""
+        with self._lock:  # plans and folded results are shared between threads
+            for cache in (self.plans, self.folded, self._local.__dict__.setdefault("arenas", OrderedDict())):
+                if key in cache:
+                    cache.move_to_end(key)
+                while len(cache) > SHAPES_KEPT - (key not in cache):
+                    cache.popitem(last=False)
+
     def _run_planned(self, env: dict[str, Any], key: str, collect: dict[str, Any] | None) -> None:
-        arenas = self._local.__dict__.setdefault("arenas", {})
+        arenas = self._local.__dict__.setdefault("arenas", OrderedDict())
         arena = arenas.get(key)
         if arena is None and key in self.plans:
             arena = arenas[key] = _views(self.plans[key])

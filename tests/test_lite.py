@@ -18,6 +18,7 @@ import ferry
 from ferry.cli import main as cli
 from ferry.exporters.lite import from_onnx
 from ferry.lite import Engine, FormatError, LiteInputError, UnsupportedOpError, load, save
+from ferry.lite.planner import Plan
 from lite_cases import all_cases, run_case
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -429,3 +430,31 @@ def test_matmul_and_row_kernels_write_into_a_fitting_arena_slot():
             got = kernel(*args, **attrs, out=wrong)
             assert (got[0] if isinstance(got, tuple) else got) is not wrong, kernel.__name__
             np.testing.assert_allclose(got[0] if isinstance(got, tuple) else got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_reshape_outputs_stay_views_of_their_input_slot():
+    """A Reshape of an intermediate gets no slot and no copy; the tensor it views keeps its slot until the
+    view's last reader, so a later tensor cannot take that storage while the view is in use."""
+    n = helper.make_node
+    nodes = [
+        n("Relu", ["x"], ["a"]),
+        n("Reshape", ["a", "shape"], ["v"]),  # a view of a's slot
+        n("Neg", ["x"], ["b"]),
+        n("Relu", ["b"], ["c"]),  # written while v is alive: must not land on a's storage
+        n("Reshape", ["c", "shape"], ["d"]),
+        n("Add", ["v", "d"], ["y"]),
+    ]
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "views", [vi("x", TensorProto.FLOAT, [4, 6])], [vi("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array([2, 12], np.int64), "shape")])  # fmt: skip
+    engine = Engine(from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)))
+    rng = np.random.default_rng(9)
+    for _ in range(3):
+        x = rng.standard_normal((4, 6)).astype(np.float32)
+        want = (np.maximum(x, 0) + np.maximum(-x, 0)).reshape(2, 12)
+        np.testing.assert_array_equal(engine.run({"x": x})["y"], want)
+    plan = engine.plan_for({"x": x})
+    assert plan.aliases == {"v": "a", "d": "c"} and not {"v", "d"} & set(plan.slots)
+    a, c = plan.slots["a"], plan.slots["c"]
+    assert a.last >= 5 and (a.offset + a.nbytes <= c.offset or c.offset + c.nbytes <= a.offset)
+    assert Plan.from_json(plan.to_json()).aliases == plan.aliases

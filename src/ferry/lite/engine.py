@@ -33,6 +33,7 @@ from .graph import Graph, Node
 from .registry import lookup
 
 _PLANNABLE = set("biufc")  # dtype kinds that live in the arena (not strings, not objects)
+VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}  # outputs that may stay views of inputs
 SHAPES_KEPT = 16  # sets of input shapes whose plan, folded results and arena an engine keeps
 
 
@@ -180,6 +181,7 @@ class Program:
         arena: np.ndarray | None = None,
         static: list[bool] | None = None,
         folded: dict[str, Any] | None = None,
+        aliases: dict[str, str] | None = None,
     ) -> None:
         """Run the steps on env. `static` marks the steps that shape folding covers (see folding.py): without
         `folded` they are skipped, env already holding their results; with it they run, and their results
@@ -193,9 +195,11 @@ class Program:
                 continue
             step(env, views)
             if arena is not None:
-                _detach(env, step.outputs, views, arena)
+                _detach(env, step.outputs, views, arena, aliases or {})
             if fixed:
                 folded.update((name, folding.freeze(env[name])) for name in step.outputs if name)
+            elif trace is not None and aliases is not None and _view_of(step, env, trace, aliases, self.keep):
+                pass  # planned as a view of its input's slot: no slot of its own
             elif trace is not None:
                 for name in step.outputs:
                     value = env.get(name)
@@ -271,13 +275,16 @@ class Engine:
         if arena is None and key in self.plans:
             arena = arenas[key] = _views(self.plans[key])
         if arena is not None:
-            self.program.execute(env, views=arena[1], arena=arena[0], static=self.static, folded=collect)
+            aliases = arena[2]
+            self.program.execute(env, views=arena[1], arena=arena[0], static=self.static, folded=collect,
+                                 aliases=aliases)  # fmt: skip
             return
         trace: dict[str, tuple] = {}
-        self.program.execute(env, trace=trace, static=self.static, folded=collect)
+        aliases: dict[str, str] = {}
+        self.program.execute(env, trace=trace, static=self.static, folded=collect, aliases=aliases)
         steps_writes = [s.outputs for s in self.program.steps]
         spans = planner.lifetimes(self.program.reads, steps_writes)
-        self.plans[key] = planner.plan(trace, {n: spans[n] for n in trace})
+        self.plans[key] = planner.plan(trace, {n: spans[n] for n in [*trace, *aliases]}, aliases)
 
     def _check(self, feeds: dict[str, Any]) -> None:
         name = self.graph.name
@@ -309,17 +316,36 @@ class Engine:
                     )
 
 
-def _detach(env: dict[str, Any], names: list[str], views: dict[str, np.ndarray], arena: np.ndarray) -> None:
+def _detach(
+    env: dict[str, Any], names: list[str], views: dict[str, np.ndarray], arena: np.ndarray, aliases: dict[str, str]
+) -> None:
     """Copy out values that are views into another tensor's arena slot (Reshape of an intermediate that is a
-    graph output, a sequence of slices): that slot is reused once its own tensor is dead."""
+    graph output, a sequence of slices): that slot is reused once its own tensor is dead. The plan's aliases
+    stay views: their base tensor's slot is kept until their last reader."""
     for name in names:
-        if not name or name in views:
+        if not name or name in views or name in aliases:
             continue
         value = env.get(name)
         if isinstance(value, np.ndarray) and np.may_share_memory(value, arena):
             env[name] = value.copy()
         elif isinstance(value, list):
             env[name] = [v.copy() if isinstance(v, np.ndarray) and np.may_share_memory(v, arena) else v for v in value]
+
+
+def _view_of(step: Step, env: dict[str, Any], trace: dict[str, tuple], aliases: dict[str, str], keep) -> bool:
+    """While tracing: when a Reshape-like step gave a view of an input that will live in the arena, record its
+    output as an alias of that input's storage instead of planning it a slot of its own (no copy)."""
+    if step.node.op not in VIEW_OPS or len(step.outputs) != 1 or not step.inputs or step.outputs[0] in keep:
+        return False
+    source, name = step.inputs[0], step.outputs[0]
+    base = aliases.get(source, source)
+    value, origin = env.get(name), env.get(source)
+    if base not in trace or not isinstance(value, np.ndarray) or not isinstance(origin, np.ndarray):
+        return False
+    if not np.shares_memory(value, origin):
+        return False
+    aliases[name] = base
+    return True
 
 
 def _writable(value: Any) -> Any:
@@ -338,8 +364,9 @@ def shape_key(feeds: dict[str, Any]) -> str:
     return ";".join(parts)
 
 
-def _views(plan: planner.Plan) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _views(plan: planner.Plan) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, str]]:
     arena = np.empty(max(plan.arena_bytes, 1), dtype=np.uint8)
-    return arena, {
+    views = {
         s.name: np.ndarray(s.shape, dtype=np.dtype(s.dtype), buffer=arena, offset=s.offset) for s in plan.slots.values()
     }
+    return arena, views, plan.aliases

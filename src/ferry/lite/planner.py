@@ -7,7 +7,7 @@ overlaps no already-placed tensor that is alive at the same time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ALIGN = 64
 
@@ -28,6 +28,8 @@ class Plan:
     slots: dict[str, Slot]
     arena_bytes: int  # the arena's size: the planned peak of intermediate tensors
     naive_bytes: int  # every intermediate in storage of its own
+    # Outputs of Reshape-like steps that stay views of another tensor's slot (no slot, no copy) -> that tensor.
+    aliases: dict[str, str] = field(default_factory=dict)
 
     def live_peak(self) -> int:
         """The most bytes alive at one step: no plan for this order of steps can use a smaller arena."""
@@ -54,12 +56,13 @@ class Plan:
             "slots": [
                 [s.name, s.offset, s.nbytes, s.first, s.last, list(s.shape), s.dtype] for s in self.slots.values()
             ],
+            "aliases": self.aliases,
         }
 
     @classmethod
     def from_json(cls, data: dict) -> Plan:
         slots = {row[0]: Slot(*row[:5], tuple(row[5]), row[6]) for row in data["slots"]}
-        return cls(slots, data["arena_bytes"], data["naive_bytes"])
+        return cls(slots, data["arena_bytes"], data["naive_bytes"], dict(data.get("aliases", {})))
 
 
 def _aligned(n: int) -> int:
@@ -80,8 +83,18 @@ def lifetimes(steps_reads: list[list[str]], steps_writes: list[list[str]]) -> di
     return {name: (a, b) for name, (a, b) in spans.items()}
 
 
-def plan(tensors: dict[str, tuple[tuple[int, ...], str, int]], spans: dict[str, tuple[int, int]]) -> Plan:
-    """Place every tensor of `tensors` (name -> shape, dtype, bytes) living over `spans` into one arena."""
+def plan(
+    tensors: dict[str, tuple[tuple[int, ...], str, int]],
+    spans: dict[str, tuple[int, int]],
+    aliases: dict[str, str] | None = None,
+) -> Plan:
+    """Place every tensor of `tensors` (name -> shape, dtype, bytes) living over `spans` into one arena. An
+    alias (a view of another tensor's storage) gets no slot; the tensor it views lives until its last read."""
+    aliases = dict(aliases or {})
+    spans = dict(spans)
+    for view, base in aliases.items():
+        (first, last), (_, until) = spans[base], spans[view]
+        spans[base] = (first, max(last, until))
     sizes = {name: t[2] for name, t in tensors.items()}
     placed: list[Slot] = []
     order = sorted(sizes, key=lambda n: (-sizes[n], spans[n][0]))
@@ -98,4 +111,4 @@ def plan(tensors: dict[str, tuple[tuple[int, ...], str, int]], spans: dict[str, 
         placed.append(Slot(name, offset, sizes[name], first, last, tuple(tensors[name][0]), tensors[name][1]))
     arena = max((s.offset + _aligned(s.nbytes) for s in placed), default=0)
     naive = sum(_aligned(n) for n in sizes.values())
-    return Plan({s.name: s for s in placed}, arena, naive)
+    return Plan({s.name: s for s in placed}, arena, naive, aliases)

@@ -183,9 +183,11 @@ class Program:
         folded: dict[str, Any] | None = None,
         aliases: dict[str, str] | None = None,
     ) -> None:
-        """Run the steps on env. `static` marks the steps that shape folding covers (see folding.py): without
-        `folded` they are skipped, env already holding their results; with it they run, and their results
-        are stored there."""
+        """Run the steps on env, in one of three ways: plain (`free`: drop each tensor after its last reader);
+        tracing, for a plan (`trace` collects each intermediate's shape and size, `aliases` the Reshape-like
+        outputs that are views of one); or in an arena (`views`: each planned tensor's slot in `arena`).
+        `static` marks the steps that shape folding covers (see folding.py): without `folded` they are
+        skipped, env already holding their results; with it they run, and their results are stored there."""
         for i, step in enumerate(self.steps):
             fixed = static is not None and static[i]
             if fixed and folded is None:
@@ -198,9 +200,7 @@ class Program:
                 _detach(env, step.outputs, views, arena, aliases or {})
             if fixed:
                 folded.update((name, folding.freeze(env[name])) for name in step.outputs if name)
-            elif trace is not None and aliases is not None and _view_of(step, env, trace, aliases, self.keep):
-                pass  # planned as a view of its input's slot: no slot of its own
-            elif trace is not None:
+            elif trace is not None and (aliases is None or not _view_of(step, env, trace, aliases, self.keep)):
                 for name in step.outputs:
                     value = env.get(name)
                     if name not in self.keep and isinstance(value, np.ndarray) and value.dtype.kind in _PLANNABLE:

@@ -15,6 +15,7 @@ from ferry.converters.parity import random_feeds
 from ferry.lite.engine import Engine, shape_key
 from ferry.lite.errors import UnsupportedOpError
 from ferry.lite.format import save
+from ferry.lite.fusion import fuse_attention
 from ferry.lite.graph import Graph, Node, Value
 from ferry.lite.planner import Plan
 
@@ -104,7 +105,9 @@ def from_onnx(model: onnx.ModelProto | str) -> Graph:
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
-    return graph_from_onnx(model.graph, opsets)
+    graph = graph_from_onnx(model.graph, opsets)
+    fuse_attention(graph)
+    return graph
 
 
 # --- export: package -> .flite (and a folder that runs with numpy alone) ------------------------------------

@@ -36,7 +36,7 @@ SHAPE_FROM_SHAPES = {
     "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "MatMul", "Max", "MaxPool",
     "AveragePool", "Mean", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pow", "PRelu", "Reciprocal", "Relu",
     "RMSNormalization", "Round", "Shape", "Sigmoid", "Sign", "Sin", "Size", "SkipLayerNormalization", "Softmax",
-    "Softplus", "Sqrt", "Sub", "Sum", "Swish", "Tanh", "Transpose", "Trilu", "Where", "Xor",
+    "SoftmaxAttention", "Softplus", "Sqrt", "Sub", "Sum", "Swish", "Tanh", "Transpose", "Trilu", "Where", "Xor",
 }  # fmt: skip
 
 # Output shape determined by input 0's shape and the values of the other inputs (axes, targets, pads, repeats).

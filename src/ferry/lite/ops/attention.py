@@ -1,5 +1,6 @@
 """Transformer building blocks that ONNX now has as single ops: Attention, RotaryEmbedding, SwiGLU,
-LinearAttention and CausalConvWithState."""
+LinearAttention and CausalConvWithState; and SoftmaxAttention, the lite engine's own fusion of the
+decomposed form (see ferry/lite/fusion.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import math
 
 import numpy as np
 
-from ..registry import op
+from ..registry import fills_out, op, slot
+from .reduce import _softmax_rows as _softmax_last
 
 
 def _heads(x, n):
@@ -164,3 +166,45 @@ def CausalConvWithState(x, weight, bias=None, past_state=None, *, activation="no
         y = y / (1 + np.exp(-y))
     present = full[:, :, full.shape[-1] - (k - 1) :] if k > 1 else np.zeros((b, c, 0))
     return y.astype(x.dtype), present.astype(x.dtype)
+
+
+@op("SoftmaxAttention", domain="ai.ferry.lite")
+@fills_out
+def SoftmaxAttention(a, b, v, bias=None, *, scale=1.0, nan_to_zero=0, out=None):
+    """softmax(a @ b * scale + bias) @ v over the last axis, NaN probabilities (rows with every key masked)
+    set to 0 when `nan_to_zero`: what fusion.fuse_attention replaces. One batch entry at a time, so that its
+    scores stay in cache for the scale, the mask, the softmax and the product."""
+    lead = a.ndim >= 3 and a.ndim == b.ndim == v.ndim and a.shape[0] == b.shape[0] == v.shape[0]
+    scores_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    if bias is not None and (bias.ndim > len(scores_shape) or np.broadcast_shapes(bias.shape, scores_shape) !=
+                             scores_shape):  # fmt: skip
+        lead = False  # a bias larger than the scores: broadcast the whole thing at once
+    if not lead:
+        return _attend(a, b, v, bias, scale, nan_to_zero)
+    shape = np.broadcast_shapes(scores_shape[:-1], v.shape[:-2] + (1,))[:-1] + (a.shape[-2], v.shape[-1])
+    dtype = np.result_type(a, b, v)
+    y = slot(out, shape, dtype)
+    y = np.empty(shape, dtype) if y is None else y
+    per_entry = bias is not None and bias.ndim == len(scores_shape)
+    for i in range(a.shape[0]):
+        mask = None if bias is None else bias[i if bias.shape[0] > 1 else 0] if per_entry else bias
+        y[i] = _attend(a[i], b[i], v[i], mask, scale, nan_to_zero)
+    return y
+
+
+def _attend(a, b, v, bias, scale, nan_to_zero):
+    with np.errstate(invalid="ignore"):  # a row with every key masked is NaN by definition, not by accident
+        return _attend_rows(a, b, v, bias, scale, nan_to_zero)
+
+
+def _attend_rows(a, b, v, bias, scale, nan_to_zero):
+    scores = np.matmul(a, b)
+    if scale != 1.0:
+        scores *= np.asarray(scale, scores.dtype)
+    if bias is not None:
+        scores = np.add(scores, bias, out=scores) if np.broadcast_shapes(scores.shape, bias.shape) == scores.shape \
+            else scores + bias  # fmt: skip
+    probs = _softmax_last(np.ascontiguousarray(scores), scores if scores.flags.c_contiguous else None)
+    if nan_to_zero:
+        np.copyto(probs, 0, where=np.isnan(probs))
+    return np.matmul(probs, v)

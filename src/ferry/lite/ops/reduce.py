@@ -88,6 +88,11 @@ op("ArgMin")(_arg(np.argmin))
 
 
 def _softmax(x, axis, out=None):
+    with np.errstate(invalid="ignore"):  # a row of -inf (every position masked) is NaN by definition
+        return _softmax_any(x, axis, out)
+
+
+def _softmax_any(x, axis, out=None):
     axis = axis + x.ndim if axis < 0 else axis
     if axis == x.ndim - 1 and x.dtype.kind == "f" and x.size:
         return _softmax_rows(np.ascontiguousarray(x), out)

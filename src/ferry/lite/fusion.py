@@ -4,7 +4,7 @@ plan is made for the graph.
 
 fuse_attention: the core of scaled dot-product attention as exporters decompose it,
 
-    MatMul(a, b) -> [Mul or Div by a scalar] -> [Add(bias)] -> Softmax(last axis)
+    MatMul([a * scalar], [b * scalar]) -> [Mul or Div by a scalar] -> [Add(bias)] -> Softmax(last axis)
         -> [IsNaN + Where(isnan, 0, p), which torch.onnx adds for rows with every key masked] -> MatMul(p, v)
 
 becomes one `SoftmaxAttention(a, b, v, bias)` node (domain ai.ferry.lite). Its kernel works one batch entry
@@ -102,7 +102,16 @@ def _scores(name: str, reader: Node, producer, sole, weights):
         node = producer.get(node.inputs[data])
     if not _is(node, "MatMul"):
         return None
-    return node.inputs[0], node.inputs[1], scale, [*nodes, node]
+    nodes.append(node)
+    operands = list(node.inputs[:2])
+    for i, operand in enumerate(operands):  # torch.onnx scales q and k by d**-0.25 each, before the product
+        scaled = producer.get(operand)
+        constant = _scalar(scaled.inputs[1], weights) if _is(scaled, "Mul") else None
+        if constant is not None and sole(operand) is node and operands[0] != operands[1]:
+            scale *= constant
+            operands[i] = scaled.inputs[0]
+            nodes.append(scaled)
+    return operands[0], operands[1], scale, nodes
 
 
 def _after(softmax: Node, readers, sole, weights, kept):

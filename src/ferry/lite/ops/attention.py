@@ -181,7 +181,7 @@ def SoftmaxAttention(a, b, v, bias=None, *, scale=1.0, nan_to_zero=0, out=None):
         lead = False  # a bias larger than the scores: broadcast the whole thing at once
     if not lead:
         return _attend(a, b, v, bias, scale, nan_to_zero)
-    shape = np.broadcast_shapes(scores_shape[:-1], v.shape[:-2] + (1,))[:-1] + (a.shape[-2], v.shape[-1])
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2], v.shape[:-2]) + (a.shape[-2], v.shape[-1])
     dtype = np.result_type(a, b, v)
     y = slot(out, shape, dtype)
     y = np.empty(shape, dtype) if y is None else y

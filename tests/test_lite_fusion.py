@@ -17,31 +17,37 @@ B, H, S, D = 2, 3, 5, 4
 
 
 def attention_model(style: str, probs_is_output: bool = False, axis: int = -1):
-    """q, k, v: (B, H, S, D); mask: (B, 1, 1, S) booleans, True = may attend."""
+    """q, k, v: (B, S, H, D), split into heads by Transposes as exporters do; mask: (B, 1, 1, S) booleans,
+    True = may attend."""
     f = TensorProto.FLOAT
-    inputs = [helper.make_tensor_value_info(name, f, [B, H, S, D]) for name in ("q", "k", "v")]
+    inputs = [helper.make_tensor_value_info(name, f, [B, S, H, D]) for name in ("q", "k", "v")]
     inputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, [B, 1, 1, S]))
     weights = {"half": np.array(D**-0.25, np.float32), "zero": np.array([0.0], np.float32),
                "ninf": np.array([-np.inf], np.float32), "root": np.array(D**0.5, np.float32)}  # fmt: skip
-    nodes = [n("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]), n("Where", ["mask", "zero", "ninf"], ["bias"])]
+    nodes = [
+        n("Transpose", ["q"], ["qh"], perm=[0, 2, 1, 3]),
+        n("Transpose", ["k"], ["kt"], perm=[0, 2, 3, 1]),
+        n("Transpose", ["v"], ["vh"], perm=[0, 2, 1, 3]),
+        n("Where", ["mask", "zero", "ninf"], ["bias"]),
+    ]
     if style == "sdpa":  # torch.onnx: the scale split over q and k, NaN rows set to 0
         nodes += [
-            n("Mul", ["q", "half"], ["qs"]),
+            n("Mul", ["qh", "half"], ["qs"]),
             n("Mul", ["kt", "half"], ["ks"]),
             n("MatMul", ["qs", "ks"], ["scores"]),
             n("Add", ["scores", "bias"], ["biased"]),
             n("Softmax", ["biased"], ["probs"], axis=axis),
             n("IsNaN", ["probs"], ["nan"]),
             n("Where", ["nan", "zero", "probs"], ["safe"]),
-            n("MatMul", ["safe", "v"], ["y"]),
+            n("MatMul", ["safe", "vh"], ["y"]),
         ]
     else:  # eager: scores divided by sqrt(d), the bias added first
         nodes += [
-            n("MatMul", ["q", "kt"], ["scores"]),
+            n("MatMul", ["qh", "kt"], ["scores"]),
             n("Div", ["scores", "root"], ["scaled"]),
             n("Add", ["bias", "scaled"], ["biased"]),
             n("Softmax", ["biased"], ["probs"], axis=axis),
-            n("MatMul", ["probs", "v"], ["y"]),
+            n("MatMul", ["probs", "vh"], ["y"]),
         ]
     outputs = [helper.make_tensor_value_info("y", f, None)]
     if probs_is_output:
@@ -53,7 +59,7 @@ def attention_model(style: str, probs_is_output: bool = False, axis: int = -1):
 
 def feeds(seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    out = {name: rng.standard_normal((B, H, S, D)).astype(np.float32) for name in ("q", "k", "v")}
+    out = {name: rng.standard_normal((B, S, H, D)).astype(np.float32) for name in ("q", "k", "v")}
     mask = rng.random((B, 1, 1, S)) > 0.3
     mask[1] = False  # the second entry may attend to nothing: every row of its scores is -inf
     mask[0, ..., 0] = True
@@ -66,7 +72,7 @@ def test_decomposed_attention_becomes_one_node_and_agrees_with_onnxruntime(style
     model = attention_model(style)
     graph = from_onnx(model)
     ops = [node.op for node in graph.nodes]
-    assert ops == ["Transpose", "Where", "SoftmaxAttention"]  # q's and k's scales too are in the fused node
+    assert ops == ["Where", "SoftmaxAttention"]  # the heads' transposes and q's and k's scales too
     engine = Engine(graph)
     for seed in (0, 1):
         x = feeds(seed)

@@ -342,3 +342,43 @@ def test_random_ops_and_parameters_are_never_merged():
     model = model_of(nodes, [("x", [2, 3])], ["d", "y"], inits)
     assert common_subexpressions.run(model) is False  # pruning rewrites b1 and b2 in place, apart
     assert Counter(node.op_type for node in model.graph.node)["RandomUniformLike"] == 2
+
+
+@pytest.mark.parametrize(("k", "folds"), [(-1, True), (2, True), (0, False)])
+def test_a_dimension_read_from_a_shape_becomes_a_constant_when_known(k, folds):
+    """y = x / sqrt(dimension k of x): the scale torch.onnx computes at run time from the head size."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "k"], ["d"], axis=0),
+        helper.make_node("Cast", ["d"], ["df"], to=TensorProto.FLOAT),
+        helper.make_node("Sqrt", ["df"], ["root"]),
+        helper.make_node("Div", ["x", "root"], ["y"]),
+    ]
+    model = model_of(nodes, [("x", ["N", 3, 8])], ["y"], [numpy_helper.from_array(np.array(k, np.int64), "k")])
+    shape_inference.run(model)
+    if not folds:  # dimension 0 is the symbol N: nothing to do
+        assert reshape_dims.run(model) is False
+        return
+    out, ops = apply(reshape_dims.run, model, {"x": x(2, 3, 8)})
+    assert "Gather" not in ops
+    dead_code.run(out)
+    assert "Shape" not in Counter(node.op_type for node in out.graph.node)
+
+
+def test_a_shape_read_through_a_transpose_reads_the_input_instead():
+    """Shape(Transpose(x, perm))[k] is Shape(x)[perm[k]]: the transposed tensor's value is not needed for it."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]),
+        helper.make_node("Shape", ["t"], ["s"]),
+        helper.make_node("Gather", ["s", "k"], ["d"], axis=0),
+        helper.make_node("Cast", ["d"], ["df"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["t", "df"], ["y"]),
+    ]
+    model = model_of(nodes, [("x", ["N", "S", "C"])], ["y"], [numpy_helper.from_array(np.array(1, np.int64), "k")])
+    shape_inference.run(model)
+    out, _ = apply(reshape_dims.run, model, {"x": x(2, 3, 4)})
+    shape = next(node for node in out.graph.node if node.op_type == "Shape")
+    gather = next(node for node in out.graph.node if node.op_type == "Gather")
+    index = next(t for t in out.graph.initializer if t.name == gather.input[1])
+    assert shape.input[0] == "x" and int(numpy_helper.to_array(index)) == 2
+    np.testing.assert_allclose(run_ort(out, {"x": x(5, 1, 4)})[0].shape, (5, 4, 1))

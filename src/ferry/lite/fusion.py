@@ -4,8 +4,10 @@ plan is made for the graph.
 
 fuse_attention: the core of scaled dot-product attention as exporters decompose it,
 
-    MatMul([a * scalar], [b * scalar]) -> [Mul or Div by a scalar] -> [Add(bias)] -> Softmax(last axis)
-        -> [IsNaN + Where(isnan, 0, p), which torch.onnx adds for rows with every key masked] -> MatMul(p, v)
+    MatMul([Transpose] [* scalar] a, [Transpose] [* scalar] b) -> [Mul or Div by a scalar] -> [Add(bias)]
+        -> Softmax(last axis)
+        -> [IsNaN + Where(isnan, 0, p), which torch.onnx adds for rows with every key masked]
+        -> MatMul(p, [Transpose] v)
 
 becomes one `SoftmaxAttention(a, b, v, bias)` node (domain ai.ferry.lite). Its kernel works one batch entry
 at a time, so that the scores (heads x queries x keys) stay in cache through the scale, the mask, the softmax
@@ -53,9 +55,11 @@ def _fuse_one(graph: Graph) -> bool:
         after = _after(softmax, readers, sole, graph.weights, kept) if found else None
         if after is None:
             continue
-        (a, b, bias, scale, upstream), (downstream, final, nan_to_zero) = found, after
-        fused = Node("SoftmaxAttention", [a, b, final.inputs[1], bias], list(final.outputs),
-                     {"scale": scale, "nan_to_zero": nan_to_zero}, DOMAIN, final.name)  # fmt: skip
+        (operands, perms, bias, scale, upstream), (downstream, final, nan_to_zero) = found, after
+        v, v_perm = _untransposed(final.inputs[1], final, producer, sole, downstream)
+        attrs = {"scale": scale, "nan_to_zero": nan_to_zero}
+        attrs.update((key, perm) for key, perm in zip(("a_perm", "b_perm", "v_perm"), [*perms, v_perm]) if perm)
+        fused = Node("SoftmaxAttention", [*operands, v, bias], list(final.outputs), attrs, DOMAIN, final.name)
         doomed = {id(n) for n in [*upstream, softmax, *downstream, final]}
         graph.nodes = [fused if n is final else n for n in graph.nodes if n is final or id(n) not in doomed]
         return True
@@ -72,22 +76,24 @@ def _scalar(name: str, weights: dict[str, np.ndarray]) -> float | None:
 
 
 def _before(softmax: Node, producer, sole, weights):
-    """(a, b, bias, scale, nodes) for MatMul(a, b) [* or / scalar] [+ bias] feeding the softmax, else None."""
+    """([a, b], [a's perm, b's perm], bias, scale, nodes) for MatMul(a, b) [* or / scalar] [+ bias] feeding
+    the softmax, else None."""
     name = softmax.inputs[0]
     node = producer.get(name)
     if _is(node, "Add") and sole(name) is softmax:
         for side in (0, 1):
             found = _scores(node.inputs[side], node, producer, sole, weights)
             if found is not None:
-                a, b, scale, nodes = found
-                return a, b, node.inputs[1 - side], scale, [node, *nodes]
+                operands, perms, scale, nodes = found
+                return operands, perms, node.inputs[1 - side], scale, [node, *nodes]
         return None
     found = _scores(name, softmax, producer, sole, weights)
     return None if found is None else (found[0], found[1], "", found[2], found[3])
 
 
 def _scores(name: str, reader: Node, producer, sole, weights):
-    """(a, b, scale, nodes) when `name`, read by `reader` alone, is MatMul(a, b) times or over a scalar."""
+    """([a, b], [perms], scale, nodes) when `name`, read by `reader` alone, is MatMul(a, b) times or over a
+    scalar; a scalar Mul or a Transpose on either operand is taken in too."""
     node, scale, nodes = producer.get(name), 1.0, []
     if sole(name) is not reader:
         return None
@@ -103,15 +109,29 @@ def _scores(name: str, reader: Node, producer, sole, weights):
     if not _is(node, "MatMul"):
         return None
     nodes.append(node)
-    operands = list(node.inputs[:2])
-    for i, operand in enumerate(operands):  # torch.onnx scales q and k by d**-0.25 each, before the product
-        scaled = producer.get(operand)
+    operands, perms = list(node.inputs[:2]), [None, None]
+    for i, operand in enumerate(operands):
+        if operands[0] == operands[1]:
+            break
+        reader = node
+        scaled = producer.get(operand)  # torch.onnx scales q and k by d**-0.25 each, before the product
         constant = _scalar(scaled.inputs[1], weights) if _is(scaled, "Mul") else None
-        if constant is not None and sole(operand) is node and operands[0] != operands[1]:
+        if constant is not None and sole(operand) is node:
             scale *= constant
-            operands[i] = scaled.inputs[0]
+            operands[i], reader = scaled.inputs[0], scaled
             nodes.append(scaled)
-    return operands[0], operands[1], scale, nodes
+        operands[i], perms[i] = _untransposed(operands[i], reader, producer, sole, nodes)
+    return operands, perms, scale, nodes
+
+
+def _untransposed(name: str, reader: Node, producer, sole, nodes: list[Node]):
+    """(source, perm) when `name` is Transpose(source, perm) read by `reader` alone (the kernel takes the
+    transpose as a view, and the copy goes), else (name, None)."""
+    node = producer.get(name)
+    if not _is(node, "Transpose") or "perm" not in node.attrs or sole(name) is not reader:
+        return name, None
+    nodes.append(node)
+    return node.inputs[0], list(node.attrs["perm"])
 
 
 def _after(softmax: Node, readers, sole, weights, kept):

@@ -9,7 +9,6 @@ import math
 import numpy as np
 
 from ..registry import fills_out, op, slot
-from .reduce import _softmax_rows as _softmax_last
 
 
 def _heads(x, n):
@@ -170,10 +169,13 @@ def CausalConvWithState(x, weight, bias=None, past_state=None, *, activation="no
 
 @op("SoftmaxAttention", domain="ai.ferry.lite")
 @fills_out
-def SoftmaxAttention(a, b, v, bias=None, *, scale=1.0, nan_to_zero=0, out=None):
+def SoftmaxAttention(a, b, v, bias=None, *, scale=1.0, nan_to_zero=0, a_perm=None, b_perm=None, v_perm=None,
+                     out=None):  # fmt: skip
     """softmax(a @ b * scale + bias) @ v over the last axis, NaN probabilities (rows with every key masked)
-    set to 0 when `nan_to_zero`: what fusion.fuse_attention replaces. One batch entry at a time, so that its
-    scores stay in cache for the scale, the mask, the softmax and the product."""
+    set to 0 when `nan_to_zero`: what fusion.fuse_attention replaces. `*_perm`: the operand's transpose,
+    taken as a view (the heads split out of (batch, sequence, heads, d)). One batch entry at a time, so that
+    its scores stay in cache for the mask, the softmax and the product."""
+    a, b, v = (x if perm is None else x.transpose(perm) for x, perm in ((a, a_perm), (b, b_perm), (v, v_perm)))
     lead = a.ndim >= 3 and a.ndim == b.ndim == v.ndim and a.shape[0] == b.shape[0] == v.shape[0]
     scores_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
     if bias is not None and (bias.ndim > len(scores_shape) or np.broadcast_shapes(bias.shape, scores_shape) !=
@@ -198,13 +200,19 @@ def _attend(a, b, v, bias, scale, nan_to_zero):
 
 
 def _attend_rows(a, b, v, bias, scale, nan_to_zero):
-    scores = np.matmul(a, b)
     if scale != 1.0:
-        scores *= np.asarray(scale, scores.dtype)
+        a = a * np.asarray(scale, a.dtype)  # queries x d: smaller than the scores
+    scores = np.matmul(a, b)
     if bias is not None:
         scores = np.add(scores, bias, out=scores) if np.broadcast_shapes(scores.shape, bias.shape) == scores.shape \
             else scores + bias  # fmt: skip
-    probs = _softmax_last(np.ascontiguousarray(scores), scores if scores.flags.c_contiguous else None)
-    if nan_to_zero:
-        np.copyto(probs, 0, where=np.isnan(probs))
-    return np.matmul(probs, v)
+    top = np.max(scores, axis=-1, keepdims=True)
+    scores -= top
+    np.exp(scores, out=scores)
+    total = np.matmul(scores, np.ones((scores.shape[-1], 1), scores.dtype))  # row sums, BLAS reading once
+    np.reciprocal(total, out=total)
+    scores *= total
+    # NaN only where a row's maximum is not finite (every key masked, or inf/NaN scores): check the column.
+    if nan_to_zero and not np.isfinite(top).all():
+        np.copyto(scores, 0, where=np.isnan(scores))
+    return np.matmul(scores, v)

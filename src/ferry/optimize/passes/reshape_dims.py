@@ -1,4 +1,5 @@
-"""Turn a Reshape target computed from shapes at run time into a constant.
+"""Turn dimensions read from shapes at run time into constants: Gather(Shape(t), k) where dimension k of t is
+known as a number, and Reshape targets.
 
 Exporters with dynamic axes build the target of each Reshape as Concat(Unsqueeze(Gather(Shape(t), k)), ...,
 constants): "batch and sequence of t, then 4 heads of 64". When dimension k of t is dimension j of the
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ferry.optimize.ir import Index, attr, fresh_name, set_initializer, shapes
+from ferry.optimize.ir import Index, attr, fresh_name, remove, rename_input, set_initializer, shapes
 
 
 def _dim_reference(name: str, index: Index, rank: dict[str, int]) -> tuple[str, int] | None:
@@ -60,6 +61,10 @@ def _target(reshape: onnx.NodeProto, index: Index, dims: dict[str, list]) -> np.
     target: list[int] = []
     for piece in concat.input:
         value = index.const(piece)
+        unsqueeze = index.producer.get(piece)
+        if value is None and unsqueeze is not None and unsqueeze.op_type == "Unsqueeze":
+            scalar = index.const(unsqueeze.input[0])  # a dimension _known_dims turned into a number
+            value = scalar.reshape(1) if scalar is not None and scalar.ndim == 0 else None
         if value is not None:
             if value.ndim != 1:
                 return None
@@ -82,6 +87,70 @@ def _target(reshape: onnx.NodeProto, index: Index, dims: dict[str, list]) -> np.
 
 
 def run(model: onnx.ModelProto) -> bool:
+    return _through_transposes(model) | _known_dims(model) | _reshape_targets(model)
+
+
+def _through_transposes(model: onnx.ModelProto) -> bool:
+    """Shape(Transpose(x, perm)) read only by Gathers of constant dimensions k: read dimension perm[k] of
+    Shape(x) instead. The transposed tensor's value is then no longer needed for its shape, so a fused
+    reader (the lite engine's attention) can take the transpose as a view."""
+    graph = model.graph
+    changed = False
+    for shape in list(graph.node):
+        if shape.op_type != "Shape" or attr(shape, "start") not in (None, 0) or attr(shape, "end") is not None:
+            continue
+        index = Index(graph)
+        transpose = index.producer.get(shape.input[0])
+        perm = attr(transpose, "perm") if transpose is not None and transpose.op_type == "Transpose" else None
+        readers = index.consumers.get(shape.output[0], [])
+        if perm is None or not readers or shape.output[0] in index.outputs:
+            continue
+        picks = [index.const(g.input[1]) if g.op_type == "Gather" and not attr(g, "axis", 0) else None for g in readers]
+        if any(k is None or k.size != 1 or k.ndim > 1 for k in picks):
+            continue
+        for gather, k in zip(readers, picks):
+            name = fresh_name(graph, gather.input[1] + "_permuted")
+            set_initializer(graph, name, np.full(k.shape, perm[int(k.reshape(()))], np.int64))
+            gather.input[1] = name
+        shape.input[0] = transpose.input[0]
+        changed = True
+    return changed
+
+
+def _known_dims(model: onnx.ModelProto) -> bool:
+    """Gather(Shape(t), k) where dimension k of t is known as a number: that number (the head size that
+    torch.onnx reads at run time to scale attention scores). Its readers then fold as constants, and the
+    Shape no longer keeps t alive for this alone."""
+    graph = model.graph
+    dims = shapes(model)
+    changed = False
+    for node in list(graph.node):
+        if node.op_type != "Gather" or attr(node, "axis", 0) != 0 or node.output[0] in {o.name for o in graph.output}:
+            continue
+        index = Index(graph)
+        shape, k = index.producer.get(node.input[0]), index.const(node.input[1])
+        if shape is None or shape.op_type != "Shape" or k is None or k.size != 1 or k.ndim > 1:
+            continue
+        if attr(shape, "start") not in (None, 0) or attr(shape, "end") is not None:
+            continue
+        known = dims.get(shape.input[0])
+        position = int(k.reshape(())) + (len(known) if known is not None and int(k.reshape(())) < 0 else 0)
+        if (
+            known is None
+            or not 0 <= position < len(known)
+            or not isinstance(known[position], int)
+            or known[position] <= 0
+        ):
+            continue
+        name = fresh_name(graph, node.output[0] + "_const")
+        set_initializer(graph, name, np.full(k.shape, known[position], np.int64))
+        rename_input(graph, node.output[0], name)
+        remove(graph, [node])
+        changed = True
+    return changed
+
+
+def _reshape_targets(model: onnx.ModelProto) -> bool:
     graph = model.graph
     dims = shapes(model)
     changed = False

@@ -92,6 +92,15 @@ def replace(graph: onnx.GraphProto, doomed: list[onnx.NodeProto], node: onnx.Nod
     graph.node.insert(at - before, node)
 
 
+def exhaust(rewrite, model: onnx.ModelProto) -> bool:
+    """Call `rewrite` (one change per call, True when it made one: its Index is stale after) until it finds
+    nothing more; whether it changed anything."""
+    changed = False
+    while rewrite(model):
+        changed = True
+    return changed
+
+
 def set_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:
     for i, t in enumerate(graph.initializer):
         if t.name == name:

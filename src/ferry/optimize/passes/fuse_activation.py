@@ -6,7 +6,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, ensure_domain, replace, shapes
+from ferry.optimize.ir import Index, attr, ensure_domain, exhaust, replace, shapes
 
 MS = "com.microsoft"
 
@@ -115,7 +115,5 @@ def _matmul_add_to_gemm(model: onnx.ModelProto) -> bool:
 
 def run(model: onnx.ModelProto) -> bool:
     gemm = _matmul_add_to_gemm(model)
-    residual = False
-    while _fuse_residuals(model):
-        residual = True
+    residual = exhaust(_fuse_residuals, model)
     return _fuse_activations(model) or gemm or residual

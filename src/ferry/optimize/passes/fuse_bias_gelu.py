@@ -14,7 +14,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, ensure_domain, replace
+from ferry.optimize.ir import Index, attr, ensure_domain, exhaust, replace, shapes
 
 MS = "com.microsoft"
 
@@ -27,18 +27,9 @@ def _is_erf_gelu(node: onnx.NodeProto) -> bool:
     return node.domain in ("", "ai.onnx") and attr(node, "approximate", "none") == "none"
 
 
-def _last_dims(graph: onnx.GraphProto) -> dict[str, int]:
-    known = list(graph.value_info) + list(graph.input)
-    return {
-        v.name: v.type.tensor_type.shape.dim[-1].dim_value
-        for v in known
-        if v.type.tensor_type.HasField("shape") and v.type.tensor_type.shape.dim
-    }
-
-
 def _bias_gelu(model: onnx.ModelProto) -> bool:
     graph = model.graph
-    last = _last_dims(graph)
+    last = {name: dims[-1] for name, dims in shapes(model).items() if dims}
     for add in list(graph.node):
         if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.input) != 2:
             continue
@@ -62,7 +53,4 @@ def _bias_gelu(model: onnx.ModelProto) -> bool:
 
 
 def run(model: onnx.ModelProto) -> bool:
-    changed = False
-    while _bias_gelu(model):
-        changed = True
-    return changed
+    return exhaust(_bias_gelu, model)

@@ -12,7 +12,7 @@ import math
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, ensure_domain, opset, position, replace
+from ferry.optimize.ir import Index, attr, ensure_domain, exhaust, opset, position, replace
 
 
 def _other(node: onnx.NodeProto, name: str) -> str:
@@ -130,9 +130,4 @@ def _gelu(model: onnx.ModelProto) -> bool:
 
 
 def run(model: onnx.ModelProto) -> bool:
-    changed = False
-    while _layernorm(model):
-        changed = True
-    while _gelu(model):
-        changed = True
-    return changed
+    return exhaust(_layernorm, model) | exhaust(_gelu, model)

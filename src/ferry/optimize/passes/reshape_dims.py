@@ -7,8 +7,9 @@ Reshape's own input (the same tensor, or the same symbol after shape inference, 
 ONNX gives the batch of every tensor it flows through), the piece at position j is a 0, which Reshape
 reads as "keep input dimension j". A dimension known as a number becomes that number. When every piece of
 the target resolves, the target is an initializer and the Shape -> Gather -> Unsqueeze -> Concat chain is
-left for dead-code removal. On the small BERT this removes about 100 of 330 nodes, which ONNX Runtime with
-its optimisations off would otherwise run on every call.
+left for dead-code removal. A Shape of a Transpose is read through the transpose, so that the transposed
+value is needed for its data alone. On the small BERT, after the other passes, this takes 274 nodes to 258,
+which ONNX Runtime with its optimisations off would otherwise run on every call.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import onnx
 from ferry.optimize.ir import Index, attr, fresh_name, remove, rename_input, set_initializer, shapes
 
 
-def _dim_reference(name: str, index: Index, rank: dict[str, int]) -> tuple[str, int] | None:
+def _whole_shape(node: onnx.NodeProto | None) -> bool:
+    """A Shape node that gives every dimension (no start or end)."""
+    return (
+        node is not None and node.op_type == "Shape" and attr(node, "start") in (None, 0) and attr(node, "end") is None
+    )
+
+
+def _dim_reference(name: str, index: Index, dims: dict[str, list]) -> tuple[str, int] | None:
     """(t, k) when `name` is the 1-element vector [dimension k of t]: Unsqueeze(Gather(Shape(t), k)) or
     Gather(Shape(t), [k])."""
     node = index.producer.get(name)
@@ -37,16 +45,14 @@ def _dim_reference(name: str, index: Index, rank: dict[str, int]) -> tuple[str, 
         return None
     k = index.const(node.input[1])
     shape = index.producer.get(node.input[0])
-    if k is None or k.ndim != (0 if scalar else 1) or k.size != 1 or shape is None or shape.op_type != "Shape":
-        return None
-    if attr(shape, "start") not in (None, 0) or attr(shape, "end") is not None:
+    if k is None or k.ndim != (0 if scalar else 1) or k.size != 1 or not _whole_shape(shape):
         return None
     t = shape.input[0]
     k = int(np.ravel(k)[0])
     if k < 0:
-        if t not in rank:
+        if t not in dims:
             return None
-        k += rank[t]
+        k += len(dims[t])
     return t, k
 
 
@@ -57,7 +63,6 @@ def _target(reshape: onnx.NodeProto, index: Index, dims: dict[str, list]) -> np.
         return None
     data = reshape.input[0]
     have = dims.get(data)
-    rank = {name: len(d) for name, d in dims.items()}
     target: list[int] = []
     for piece in concat.input:
         value = index.const(piece)
@@ -70,7 +75,7 @@ def _target(reshape: onnx.NodeProto, index: Index, dims: dict[str, list]) -> np.
                 return None
             target += [int(v) for v in value]
             continue
-        ref = _dim_reference(piece, index, rank)
+        ref = _dim_reference(piece, index, dims)
         if ref is None:
             return None
         t, k = ref
@@ -97,7 +102,7 @@ def _through_transposes(model: onnx.ModelProto) -> bool:
     graph = model.graph
     changed = False
     for shape in list(graph.node):
-        if shape.op_type != "Shape" or attr(shape, "start") not in (None, 0) or attr(shape, "end") is not None:
+        if not _whole_shape(shape):
             continue
         index = Index(graph)
         transpose = index.producer.get(shape.input[0])
@@ -125,25 +130,21 @@ def _known_dims(model: onnx.ModelProto) -> bool:
     dims = shapes(model)
     changed = False
     for node in list(graph.node):
-        if node.op_type != "Gather" or attr(node, "axis", 0) != 0 or node.output[0] in {o.name for o in graph.output}:
+        if node.op_type != "Gather" or attr(node, "axis", 0) != 0:
             continue
         index = Index(graph)
         shape, k = index.producer.get(node.input[0]), index.const(node.input[1])
-        if shape is None or shape.op_type != "Shape" or k is None or k.size != 1 or k.ndim > 1:
+        if node.output[0] in index.outputs or not _whole_shape(shape) or k is None or k.size != 1 or k.ndim > 1:
             continue
-        if attr(shape, "start") not in (None, 0) or attr(shape, "end") is not None:
+        known, position = dims.get(shape.input[0]), int(k.reshape(()))
+        if known is None:
             continue
-        known = dims.get(shape.input[0])
-        position = int(k.reshape(())) + (len(known) if known is not None and int(k.reshape(())) < 0 else 0)
-        if (
-            known is None
-            or not 0 <= position < len(known)
-            or not isinstance(known[position], int)
-            or known[position] <= 0
-        ):
+        position += len(known) if position < 0 else 0
+        size = known[position] if 0 <= position < len(known) else None
+        if not isinstance(size, int) or size <= 0:
             continue
         name = fresh_name(graph, node.output[0] + "_const")
-        set_initializer(graph, name, np.full(k.shape, known[position], np.int64))
+        set_initializer(graph, name, np.full(k.shape, size, np.int64))
         rename_input(graph, node.output[0], name)
         remove(graph, [node])
         changed = True

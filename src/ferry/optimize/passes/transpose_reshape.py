@@ -6,7 +6,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, remove, rename_input, replace
+from ferry.optimize.ir import Index, attr, exhaust, remove, rename_input, replace
 
 
 def _pairs(graph: onnx.GraphProto, op: str):
@@ -54,7 +54,4 @@ def _reshapes(model: onnx.ModelProto) -> bool:
 
 
 def run(model: onnx.ModelProto) -> bool:
-    changed = False
-    while _transposes(model) or _reshapes(model):
-        changed = True
-    return changed
+    return exhaust(lambda m: _transposes(m) or _reshapes(m), model)

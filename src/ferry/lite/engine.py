@@ -260,24 +260,27 @@ class Engine:
             raise LiteInputError(f"model {self.graph.name!r} has no output(s) {unknown}; outputs: {self.output_names}")
         return {name: _writable(env[name]) for name in wanted}
 
+    def _arenas(self) -> OrderedDict[str, tuple]:
+        """This thread's arenas, by shape key."""
+        return self._local.__dict__.setdefault("arenas", OrderedDict())
+
     def _touch(self, key: str) -> None:
         """Mark `key` as just used, and drop the least recently used sets of shapes beyond SHAPES_KEPT."""
         with self._lock:  # plans and folded results are shared between threads
-            for cache in (self.plans, self.folded, self._local.__dict__.setdefault("arenas", OrderedDict())):
+            for cache in (self.plans, self.folded, self._arenas()):
                 if key in cache:
                     cache.move_to_end(key)
                 while len(cache) > SHAPES_KEPT - (key not in cache):
                     cache.popitem(last=False)
 
     def _run_planned(self, env: dict[str, Any], key: str, collect: dict[str, Any] | None) -> None:
-        arenas = self._local.__dict__.setdefault("arenas", OrderedDict())
-        arena = arenas.get(key)
-        if arena is None and key in self.plans:
-            arena = arenas[key] = _views(self.plans[key])
+        arenas = self._arenas()
+        arena, plan = arenas.get(key), self.plans.get(key)  # another thread may drop the plan: read it once
+        if arena is None and plan is not None:
+            arena = arenas[key] = _views(plan)
         if arena is not None:
-            aliases = arena[2]
-            self.program.execute(env, views=arena[1], arena=arena[0], static=self.static, folded=collect,
-                                 aliases=aliases)  # fmt: skip
+            buffer, views, aliases = arena
+            self.program.execute(env, views=views, arena=buffer, static=self.static, folded=collect, aliases=aliases)
             return
         trace: dict[str, tuple] = {}
         aliases: dict[str, str] = {}

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ..registry import fills_out, op, slot
+from .reduce import softmax_last
 
 
 def _heads(x, n):
@@ -194,24 +195,15 @@ def SoftmaxAttention(a, b, v, bias=None, *, scale=1.0, nan_to_zero=0, a_perm=Non
     return y
 
 
+@np.errstate(invalid="ignore")  # a row with every key masked is NaN by definition, not by accident
 def _attend(a, b, v, bias, scale, nan_to_zero):
-    with np.errstate(invalid="ignore"):  # a row with every key masked is NaN by definition, not by accident
-        return _attend_rows(a, b, v, bias, scale, nan_to_zero)
-
-
-def _attend_rows(a, b, v, bias, scale, nan_to_zero):
     if scale != 1.0:
         a = a * np.asarray(scale, a.dtype)  # queries x d: smaller than the scores
     scores = np.matmul(a, b)
     if bias is not None:
         scores = np.add(scores, bias, out=scores) if np.broadcast_shapes(scores.shape, bias.shape) == scores.shape \
             else scores + bias  # fmt: skip
-    top = np.max(scores, axis=-1, keepdims=True)
-    scores -= top
-    np.exp(scores, out=scores)
-    total = np.matmul(scores, np.ones((scores.shape[-1], 1), scores.dtype))  # row sums, BLAS reading once
-    np.reciprocal(total, out=total)
-    scores *= total
+    top = softmax_last(scores, scores)
     # NaN only where a row's maximum is not finite (every key masked, or inf/NaN scores): check the column.
     if nan_to_zero and not np.isfinite(top).all():
         np.copyto(scores, 0, where=np.isnan(scores))

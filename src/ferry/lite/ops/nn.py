@@ -73,18 +73,17 @@ def _padded(x, begin, end, fill=0):
 @fills_out
 def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None, storage_order=0,
             strides=None, _num_outputs=1, out=None):  # fmt: skip
-    arena = out  # `out` is the output sizes below, as in the other window ops
-    strides, dilations, begin, end, out = _geometry(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
+    strides, dilations, begin, end, sizes = _geometry(x, kernel_shape, auto_pad, pads, strides, dilations, ceil_mode)
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     if _num_outputs == 1 and len(kernel_shape) == 2:
         # The maximum over a window is the maximum over its rows of the maximum along each row: kh + kw
         # passes instead of kh * kw. A block of (image, channel) planes at a time, so that the padded copy
         # stays small next to the memory plan (512 KiB measured fastest).
-        (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel_shape, strides, dilations, out
-        geometry = zip(out, strides, kernel_shape, dilations, x.shape[2:], begin, end)
+        (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel_shape, strides, dilations, sizes
+        geometry = zip(sizes, strides, kernel_shape, dilations, x.shape[2:], begin, end)
         extra = [max((o - 1) * s + (k - 1) * d + 1 - size - b, e, 0) for o, s, k, d, size, b, e in geometry]
         planes = x.shape[0] * x.shape[1]
-        result = slot(arena, (*x.shape[:2], oh, ow), x.dtype)
+        result = slot(out, (*x.shape[:2], oh, ow), x.dtype)
         result = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype) if result is None else result
         y = result.reshape(planes, oh, ow)
         planes_in = x.reshape(1, planes, *x.shape[2:])
@@ -100,8 +99,8 @@ def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, 
             for ky in range(1, kh):
                 np.maximum(block, across[:, ky * dy : ky * dy + (oh - 1) * sy + 1 : sy], out=block)
         return result
-    win = _windows(x, kernel_shape, strides, dilations, begin, end, out, fill)
-    flat = win.reshape(*win.shape[: 2 + len(out)], -1)
+    win = _windows(x, kernel_shape, strides, dilations, begin, end, sizes, fill)
+    flat = win.reshape(*win.shape[: 2 + len(sizes)], -1)
     y = flat.max(axis=-1)
     # Indices into the flattened (unpadded) input, row-major unless storage_order asks for column-major.
     spatial = x.shape[2:]
@@ -113,7 +112,7 @@ def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, 
         flat_index = np.ravel_multi_index(tuple(grid), spatial)
     idx = np.broadcast_to(flat_index, x.shape).astype(np.int64)
     idx = idx + (np.arange(x.shape[0] * x.shape[1]).reshape(x.shape[:2] + (1,) * len(spatial)) * int(np.prod(spatial)))
-    iwin = _windows(idx, kernel_shape, strides, dilations, begin, end, out, -1).reshape(flat.shape)
+    iwin = _windows(idx, kernel_shape, strides, dilations, begin, end, sizes, -1).reshape(flat.shape)
     arg = np.argmax(flat, axis=-1)
     indices = np.take_along_axis(iwin, arg[..., None], axis=-1)[..., 0]
     return y.astype(x.dtype, copy=False), indices

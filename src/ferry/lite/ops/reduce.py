@@ -87,12 +87,8 @@ op("ArgMax")(_arg(np.argmax))
 op("ArgMin")(_arg(np.argmin))
 
 
+@np.errstate(invalid="ignore")  # a row of -inf (every position masked) is NaN by definition
 def _softmax(x, axis, out=None):
-    with np.errstate(invalid="ignore"):  # a row of -inf (every position masked) is NaN by definition
-        return _softmax_any(x, axis, out)
-
-
-def _softmax_any(x, axis, out=None):
     axis = axis + x.ndim if axis < 0 else axis
     if axis == x.ndim - 1 and x.dtype.kind == "f" and x.size:
         return _softmax_rows(np.ascontiguousarray(x), out)
@@ -110,18 +106,22 @@ def _softmax_rows(x, out=None):
     width = x.shape[-1]
     rows, flat = x.reshape(-1, width), out.reshape(-1, width)
     step = max(1, CHUNK // width)
-    ones = np.ones((width, 1), x.dtype)  # row sums as a product: BLAS reads the block once
-    column = np.empty((min(step, rows.shape[0]), 1), x.dtype)
     for r in range(0, rows.shape[0], step):
-        block, o = rows[r : r + step], flat[r : r + step]
-        c = column[: block.shape[0]]
-        np.max(block, axis=1, keepdims=True, out=c)
-        np.subtract(block, c, out=o)
-        np.exp(o, out=o)
-        np.matmul(o, ones, out=c)
-        np.reciprocal(c, out=c)
-        o *= c
+        softmax_last(rows[r : r + step], flat[r : r + step])
     return out
+
+
+def softmax_last(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of `x` into `out` (which may be `x`); returns the rows' maxima, from which
+    a caller can tell whether any row is NaN (only a row whose maximum is not finite can be). The row sums
+    are a product with a column of ones: BLAS reads the block once."""
+    top = np.max(x, axis=-1, keepdims=True)
+    np.subtract(x, top, out=out)
+    np.exp(out, out=out)
+    total = np.matmul(out, np.ones((x.shape[-1], 1), x.dtype))
+    np.reciprocal(total, out=total)
+    out *= total
+    return top
 
 
 def _flattened(fn):
@@ -169,19 +169,15 @@ def Softmax(x, *, axis=-1, out=None):
 def MatMul(a, b, *, out=None):
     """`out`: the arena slot, written straight into when it has the result's shape and dtype (BERT's
     feed-forward products are 4 MiB at batch 8, a copy each otherwise)."""
-    fold = a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous
-    if out is not None and a.dtype == b.dtype == out.dtype and out.flags.c_contiguous and a.ndim and b.ndim:
-        if fold and out.shape == (*a.shape[:-1], b.shape[1]):
-            np.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, b.shape[1]))
-            return out
-        if a.ndim >= 2 and b.ndim >= 2 and out.shape == np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (
-            a.shape[-2], b.shape[-1]):  # fmt: skip
-            np.matmul(a, b, out=out)
-            return out
-    if fold:
+    if a.ndim < 2 or b.ndim < 2:
+        return np.matmul(a, b)
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    y = slot(out, shape, a.dtype) if a.dtype == b.dtype else None
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
         # One GEMM over all leading axes rather than one per batch entry: 15-30% faster on BERT's projections.
-        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[1])
-    return np.matmul(a, b)
+        flat = np.matmul(a.reshape(-1, a.shape[-1]), b, out=None if y is None else y.reshape(-1, b.shape[1]))
+        return flat.reshape(shape) if y is None else y
+    return np.matmul(a, b) if y is None else np.matmul(a, b, out=y)
 
 
 @op("Gemm")

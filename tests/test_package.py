@@ -228,22 +228,22 @@ def test_garbage_onnx_file_is_refused(tmp_path):
 
 
 def test_opset_newer_than_the_backend_supports(tmp_path):
+    from ferry.inference.backends import get_backend
+
+    # One past what the installed engine runs, asked of the engine itself: no opset is assumed.
+    newer = get_backend("onnxruntime").max_opset() + 1
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
         "g",
         [helper.make_tensor_value_info("x", 1, [1])],
         [helper.make_tensor_value_info("y", 1, [1])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 28)], ir_version=8)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", newer)], ir_version=8)
     path = tmp_path / "new.onnx"
     onnx.save(model, str(path))
     config = ferry.Config(path)
     config.set_backend("onnxruntime")
-    from ferry.inference.backends import get_backend
-
-    if get_backend("onnxruntime").max_opset() >= 28:
-        pytest.fail("this onnxruntime runs opset 28; make the test model newer")
-    with pytest.raises(UnsupportedModelError, match="opset 28 is newer than onnxruntime"):
+    with pytest.raises(UnsupportedModelError, match=f"opset {newer} is newer than onnxruntime"):
         ferry.create_predictor(config)
 
 

@@ -521,12 +521,23 @@ def test_workers_share_the_port_and_metrics_port(repo):
         assert "ferry_requests_total" in conn.getresponse().read().decode()
 
 
+def wait_for_gauge(server, name: str, value: float, timeout: float = 20.0) -> None:
+    """Until the server's /metrics shows `name` at `value`: the server's own word, not a sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(rf"^{name} (\S+)$", get(server, "/metrics")[1].decode(), re.M)
+        if found and float(found.group(1)) == value:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{name} never reached {value}")
+
+
 def test_a_client_that_disconnects_has_its_queued_work_cancelled(tmp_path):
     import socket
 
     from serving_helpers import slow_model
 
-    pkg = ferry.save(slow_model(rounds=800), tmp_path / "veryslow", name="veryslow")
+    pkg = ferry.save(slow_model(rounds=2000), tmp_path / "veryslow", name="veryslow")
     with running_server(pkg.root, "--max-batch-size", "1") as s:
         body = infer_body(np.ones((1, 1024), np.float32))
         request = (
@@ -535,13 +546,13 @@ def test_a_client_that_disconnects_has_its_queued_work_cancelled(tmp_path):
         ).encode() + body
         blocker = threading.Thread(target=lambda: post(s, "/v2/models/veryslow/infer", body))
         blocker.start()
-        time.sleep(0.02)
+        wait_for_gauge(s, "ferry_in_flight_requests", 1)  # the blocker holds the one worker first
         quitters = []
         for _ in range(3):
             sock = socket.create_connection(("127.0.0.1", s.http_port))
             sock.sendall(request)
             quitters.append(sock)
-        time.sleep(0.02)
+        wait_for_gauge(s, "ferry_in_flight_requests", 4)  # all three queued behind it
         for sock in quitters:
             sock.close()  # gone before their turn
         blocker.join()

@@ -84,14 +84,18 @@ class EngineBackend(abc.ABC):
 
 
 def probe_max_opset(accepts: Callable[[bytes], bool]) -> int:
-    """Highest default-domain opset for which `accepts(model_bytes)` is True (tries newest first)."""
+    """Highest default-domain opset for which `accepts(model_bytes)` is True (tries newest first).
+
+    The search starts a few opsets above the installed onnx's own: an engine may run opsets that onnx's
+    Python package does not know yet (onnxruntime 1.32 ran 28 when onnx knew 28).
+    """
     import onnx
     from onnx import helper
 
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
-    for version in range(onnx.defs.onnx_opset_version(), 6, -1):
+    for version in range(onnx.defs.onnx_opset_version() + 4, 6, -1):
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", version)], ir_version=8)
         if accepts(model.SerializeToString()):
             return version

@@ -152,7 +152,7 @@ def run_h2load(url: str, body: Path, connections: int, requests: int) -> dict[st
 
 
 def grpc_body(work: Path) -> Path:
-    from ferry.serving.grpc.service import messages
+    from ferry.protocol.messages import messages
 
     m = messages()
     req = m.ModelInferRequest(model_name="mlp")

@@ -172,7 +172,7 @@ def test_binary_request_with_raw_http(server):
             json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1.0] * 7}]}).encode(),
             {},
             400,
-            "needs 8 elements, 'data' has 7",
+            "needs 8 elements, the data has 7",
         ),
         (
             "/v2/models/linear/infer",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ferry.errors import FerryError
-from ferry.serving.datatypes import TO_NUMPY
+from ferry.protocol.datatypes import TO_NUMPY
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,10 @@ import grpc
 import numpy as np
 
 from ferry.client import wire
-from ferry.errors import DeadlineError, FerryError, InputError, ModelNotFoundError, ServingError, UnavailableError
-from ferry.serving import datatypes
-from ferry.serving.codec import array_from_bytes
-from ferry.serving.grpc.service import METHODS, SERVICE, messages
-
-_BY_CODE: dict[grpc.StatusCode, type[FerryError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InputError,
-    grpc.StatusCode.NOT_FOUND: ModelNotFoundError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineError,
-}
+from ferry.errors import FerryError, error_for_status
+from ferry.protocol import datatypes
+from ferry.protocol.messages import METHODS, SERVICE, messages
+from ferry.protocol.tensors import array_from_bytes
 
 
 def _target(url: str) -> str:
@@ -47,7 +40,7 @@ def _response(resp: Any) -> dict[str, np.ndarray]:
 
 def _error(exc: grpc.RpcError) -> FerryError:
     code = exc.code()
-    return _BY_CODE.get(code, ServingError)(f"server answered {code.name}: {exc.details()}")
+    return error_for_status(grpc_code=code.name)(f"server answered {code.name}: {exc.details()}")
 
 
 def _stubs(channel: Any) -> dict[str, Any]:

@@ -7,17 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ferry.errors import (
-    DeadlineError,
-    FerryError,
-    InputError,
-    ModelNotFoundError,
-    RequestError,
-    ServingError,
-    UnavailableError,
-)
-from ferry.serving import datatypes
-from ferry.serving.codec import array_from_bytes, array_from_json
+from ferry.errors import FerryError, InputError, error_for_status
+from ferry.protocol import datatypes
+from ferry.protocol.tensors import array_from_answer, array_from_bytes
 
 
 def as_inputs(inputs: dict[str, np.ndarray] | np.ndarray, name: str | None) -> dict[str, np.ndarray]:
@@ -73,18 +65,8 @@ def rest_response(body: bytes, header_length: int | None) -> dict[str, np.ndarra
             out[tensor["name"]] = array_from_bytes(binary[offset : offset + size], dtype, shape, tensor["name"])
             offset += size
         else:
-            out[tensor["name"]] = array_from_json(tensor["data"], dtype, shape, tensor["name"])
+            out[tensor["name"]] = array_from_answer(tensor["data"], dtype, shape, tensor["name"])
     return out
-
-
-_BY_STATUS: dict[int, type[FerryError]] = {
-    400: RequestError,
-    401: ServingError,
-    404: ModelNotFoundError,
-    413: RequestError,
-    503: UnavailableError,
-    504: DeadlineError,
-}
 
 
 def error_for(status: int, body: bytes) -> FerryError:
@@ -92,4 +74,4 @@ def error_for(status: int, body: bytes) -> FerryError:
         message = json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         message = body[:200].decode("utf-8", "replace")
-    return _BY_STATUS.get(status, ServingError)(f"server answered {status}: {message}")
+    return error_for_status(http_status=status)(f"server answered {status}: {message}")

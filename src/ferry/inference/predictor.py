@@ -104,6 +104,7 @@ class Predictor:
                     f"model {self._model!r} takes {len(self._inputs)} inputs {list(self._inputs)}; "
                     "pass a dict of arrays"
                 )
+        inputs = self._checker.prepare(inputs)
         if validate:
             self._checker.check(inputs)
         names = self._output_names if outputs is None else self._check_outputs(outputs)

@@ -33,6 +33,23 @@ class InputChecker:
         self._expect = {s.name: _Expect(s) for s in signature.inputs}
         self._names = set(self._expect)
 
+    def prepare(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Feeds in the form engines take, with no cast: numpy scalars (`np.float32(1.0)`) as 0-d arrays, and
+        the bytes of string inputs as text. Engines keep strings as text: onnxruntime turned b"hello" into
+        "b'hello'". Returns `feeds` itself when nothing needs it (the common case costs a type check)."""
+        changed = None
+        for name, value in feeds.items():
+            if isinstance(value, np.generic):
+                changed = changed or dict(feeds)
+                changed[name] = value = np.asarray(value)
+            exp = self._expect.get(name)
+            if exp is not None and exp.is_string and isinstance(value, np.ndarray) and value.dtype.kind == "O":
+                text = _as_text(value, self.model, name)
+                if text is not value:
+                    changed = changed or dict(feeds)
+                    changed[name] = text
+        return feeds if changed is None else changed
+
     def check(self, feeds: Mapping[str, Any]) -> None:
         if feeds.keys() != self._names:
             self._name_error(feeds)
@@ -81,3 +98,20 @@ class InputChecker:
             parts.append(f"missing input(s) {missing}")
         expected = ", ".join(e.spec.name + ": " + e.spec.describe() for e in self._expect.values())
         raise InputError(f"model {self.model!r}: {'; '.join(parts)}; the model takes {expected}")
+
+
+def _as_text(array: np.ndarray, model: str, name: str) -> np.ndarray:
+    """A string tensor whose elements are bytes, as UTF-8 text; `array` itself when it holds none."""
+    flat = array.reshape(-1)
+    if not any(isinstance(x, bytes) for x in flat):
+        return array
+    out = np.empty(flat.size, dtype=object)
+    for i, x in enumerate(flat):
+        try:
+            out[i] = x.decode("utf-8") if isinstance(x, bytes) else x
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"model {model!r}, input {name!r}: element {i} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                "string inputs take text"
+            ) from None
+    return out.reshape(array.shape)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ferry.errors import RequestError
-from ferry.serving import datatypes
+from ferry.protocol import datatypes
+from ferry.protocol.tensors import array_from_bytes, array_from_json, check_shape, json_values
 
 
 @dataclass
@@ -35,10 +35,18 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _shape(value: Any, name: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
-        raise RequestError(f"input {name!r}: 'shape' must be a list of non-negative integers, got {value!r}")
-    return tuple(value)
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads(text: bytes | str) -> Any:
+    """Strict JSON for request bodies: NaN and Infinity are not JSON; depth and digit counts are bounded by
+    Python's own limits, and going past them is the client's error, not the server's."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+        raise RequestError(f"request body is not valid JSON: {reason}") from None
 
 
 def decode_rest(body: bytes, header_length: int | None) -> InferRequest:
@@ -49,11 +57,7 @@ def decode_rest(body: bytes, header_length: int | None) -> InferRequest:
             raise RequestError(f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} bytes")
         # A view, not a slice: a 600 KB image tensor is then never copied before the batch is merged.
         header, binary = body[:header_length], memoryview(body)[header_length:]
-    try:
-        doc = json.loads(header)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(f"request body is not valid JSON: {exc}") from None
-    doc = _object(doc, "request body")
+    doc = _object(loads(header), "request body")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise RequestError("request body needs 'inputs': a non-empty list of tensors")
@@ -66,7 +70,7 @@ def decode_rest(body: bytes, header_length: int | None) -> InferRequest:
             raise RequestError(f"inputs[{i}] needs a 'name'")
         if name in inputs:
             raise RequestError(f"input {name!r} is given twice")
-        shape = _shape(tensor.get("shape"), name)
+        shape = check_shape(tensor.get("shape"), name)
         datatype = tensor.get("datatype")
         dtype = datatypes.to_numpy(datatype if isinstance(datatype, str) else repr(datatype), name)
         params = tensor.get("parameters") or {}
@@ -118,45 +122,6 @@ def _unbase64(array: np.ndarray, name: str) -> np.ndarray:
     return out.reshape(array.shape)
 
 
-def array_from_bytes(raw: bytes | memoryview, dtype: np.dtype, shape: tuple[int, ...], name: str) -> np.ndarray:
-    count = math.prod(shape)
-    if dtype.kind == "O":
-        return datatypes.deserialize_bytes(bytes(raw), count, name).reshape(shape)
-    if len(raw) != count * dtype.itemsize:
-        raise RequestError(
-            f"input {name!r}: shape {list(shape)} of {dtype.name} needs {count * dtype.itemsize} bytes, got {len(raw)}"
-        )
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
-
-
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list) and data and isinstance(data[0], list):
-        return [x for item in data for x in _flatten(item)]
-    return data if isinstance(data, list) else [data]
-
-
-def array_from_json(data: Any, dtype: np.dtype, shape: tuple[int, ...], name: str) -> np.ndarray:
-    if data is None:
-        raise RequestError(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
-    flat = _flatten(data)
-    count = math.prod(shape)
-    if len(flat) != count:
-        raise RequestError(f"input {name!r}: shape {list(shape)} needs {count} elements, 'data' has {len(flat)}")
-    if dtype.kind == "O":
-        if not all(isinstance(x, str) for x in flat):
-            raise RequestError(f"input {name!r}: BYTES data in JSON must be strings")
-        array = np.empty(count, dtype=object)
-        array[:] = flat
-        return array.reshape(shape)
-    try:
-        array = np.asarray(flat, dtype=dtype)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise RequestError(f"input {name!r}: data is not {datatypes.from_numpy(dtype)}: {exc}") from None
-    if dtype.kind in "iub" and any(isinstance(x, float) and not float(x).is_integer() for x in flat[:64]):
-        raise RequestError(f"input {name!r}: {datatypes.from_numpy(dtype)} data holds non-integer numbers")
-    return array.reshape(shape)
-
-
 def encode_rest(
     request: InferRequest, results: dict[str, np.ndarray], model: str, version: str
 ) -> tuple[bytes, int | None]:
@@ -174,12 +139,8 @@ def encode_rest(
             )
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
-        elif array.dtype.kind in "OUS":
-            entry["data"] = [
-                x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in array.reshape(-1)
-            ]
         else:
-            entry["data"] = array.reshape(-1).tolist()
+            entry["data"] = json_values(array)
         outputs.append(entry)
     doc: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": outputs}
     if request.id:

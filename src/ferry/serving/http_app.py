@@ -1,29 +1,41 @@
 """The Open Inference Protocol over HTTP/REST, as a Starlette app.
 
-Handlers parse and validate, then hand over to `Service.infer`; errors become `{"error": "..."}` with the
-status their class implies (400, 404, 503 with Retry-After, 504; 500 only for true faults).
+Handlers read the request, call one `Service` method and write the answer; errors become
+`{"error": "..."}` with the status their class holds (`ferry.errors`: 400, 401, 403, 404, 413, 503 with
+Retry-After, 504; 500 only for true faults).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ferry.errors import FerryError, InputError, PayloadTooLargeError, RequestError
+from ferry.errors import (
+    FerryError,
+    ForbiddenError,
+    InputError,
+    PayloadTooLargeError,
+    RequestError,
+    UnavailableError,
+    status_for,
+)
+from ferry.protocol.tensors import json_nested
 from ferry.serving import paddle_compat
-from ferry.serving.codec import InferRequest, decode_rest, encode_rest
+from ferry.serving.codec import InferRequest, decode_rest, encode_rest, loads
 from ferry.serving.metrics import CONTENT_TYPE
-from ferry.serving.service import Service, status_for
+from ferry.serving.service import Service
 
 log = logging.getLogger("ferry.serve")
 HEADER_LENGTH = "inference-header-content-length"
@@ -104,56 +116,78 @@ async def _gone(request: Request) -> bool:
     return await request.is_disconnected()
 
 
-def build_app(service: Service) -> InferShortcut:
-    settings = service.settings
-    sweeper = DisconnectSweeper()
+OPEN, USER, ADMIN = "open", "user", "admin"  # who may call an endpoint: anyone, key holders, admins
+_SAFE_DIGITS = re.compile(r"[0-9]{1,12}")
 
-    def guarded(handler, admin: bool = False, open_: bool = False):
-        async def endpoint(request: Request) -> Response:
-            if not open_ and (settings.api_key is not None or (admin and not settings.admin_open)):
-                presented = request.headers.get("x-api-key")
-                auth = request.headers.get("authorization", "")
-                if auth.lower().startswith("bearer "):
-                    presented = auth[7:].strip()
-                if not service.authorized(presented, admin):
-                    return JSONResponse({"error": "missing or wrong API key"}, status_code=401)
+
+def check_admin_write(request: Request) -> None:
+    """Admin writes come from tools, never from a web page: refuse the two shapes a cross-site request from a
+    browser takes (a foreign Origin; a body sent as text/plain or a form, which needs no CORS preflight)."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        raise ForbiddenError(f"admin writes from another origin ({origin}) are refused")
+    content_type = request.headers.get("content-type")
+    if content_type is not None and content_type.split(";")[0].strip().lower() != "application/json":
+        raise ForbiddenError(f"admin writes take application/json, got {content_type!r}")
+
+
+class HttpApi:
+    """The endpoints: each reads the request, calls one `Service` method, and writes the answer."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self.limit = service.settings.max_body_bytes
+        self.sweeper = DisconnectSweeper()
+
+    def endpoint(self, handler, access: str = USER, write: bool = False):
+        service = self.service
+
+        async def run(request: Request) -> Response:
             try:
+                if access != OPEN:
+                    service.admit(request.headers, admin=access == ADMIN)
+                if write:
+                    check_admin_write(request)
                 return await handler(request)
             except ClientDisconnect:
                 return Response(status_code=499)
+            except asyncio.CancelledError:
+                if not service.stopping:
+                    raise
+                return error_response(UnavailableError("the server is stopping; retry on another replica"))
             except Exception as exc:
                 return error_response(exc)
 
-        return endpoint
+        return run
 
-    async def live(_: Request) -> Response:
+    async def live(self, _: Request) -> Response:
         return JSONResponse({"live": True})
 
-    async def ready(_: Request) -> Response:
-        ok = service.registry.ready()
+    async def ready(self, _: Request) -> Response:
+        ok = self.service.registry.ready()
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    async def server_metadata(_: Request) -> Response:
-        return JSONResponse(service.server_metadata())
+    async def server_metadata(self, _: Request) -> Response:
+        return JSONResponse(self.service.server_metadata())
 
-    async def model_metadata(request: Request) -> Response:
+    async def model_metadata(self, request: Request) -> Response:
         p = request.path_params
-        return JSONResponse(service.model_metadata(p["model"], p.get("version")))
+        return JSONResponse(self.service.model_metadata(p["model"], p.get("version")))
 
-    async def model_ready(request: Request) -> Response:
+    async def model_ready(self, request: Request) -> Response:
         p = request.path_params
-        ok = service.model_ready(p["model"], p.get("version"))
+        ok = self.service.model_ready(p["model"], p.get("version"))
         return JSONResponse({"name": p["model"], "ready": ok}, status_code=200 if ok else 400)
 
-    async def infer(request: Request) -> Response:
+    async def infer(self, request: Request) -> Response:
         p = request.path_params
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, self.limit)
         header_length = request.headers.get(HEADER_LENGTH)
-        if header_length is not None and not header_length.strip().isdigit():
-            raise RequestError(f"Inference-Header-Content-Length must be a number, got {header_length!r}")
+        if header_length is not None and not _SAFE_DIGITS.fullmatch(header_length.strip()):
+            raise RequestError(f"Inference-Header-Content-Length must be a number, got {header_length[:40]!r}")
         req = decode_rest(body, int(header_length) if header_length is not None else None)
-        served, results, variant = await sweeper.run(
-            request, service.infer_routed(p["model"], p.get("version"), req, "http", request.headers)
+        served, results, variant = await self.sweeper.run(
+            request, self.service.infer_routed(p["model"], p.get("version"), req, "http", request.headers)
         )
         payload, json_length = encode_rest(req, results, served.name, served.version)
         headers = {"x-ferry-model-version": served.version, "x-ferry-worker": WORKER}
@@ -164,102 +198,117 @@ def build_app(service: Service) -> InferShortcut:
         headers[HEADER_LENGTH] = str(json_length)
         return Response(payload, media_type="application/octet-stream", headers=headers)
 
-    async def repository_index(request: Request) -> Response:
-        body = await read_body(request, settings.max_body_bytes)
+    async def repository_index(self, request: Request) -> Response:
+        body = await read_body(request, self.limit)
         only_ready = bool(_json_or_empty(body).get("ready", False))
-        rows = [r for r in service.registry.index() if not only_ready or r["state"] == "READY"]
+        rows = [r for r in self.service.registry.index() if not only_ready or r["state"] == "READY"]
         return JSONResponse(rows)
 
-    async def repository_load(request: Request) -> Response:
-        service.check_control()
-        service.registry.load(request.path_params["model"])
+    async def repository_load(self, request: Request) -> Response:
+        await self.service.load(request.path_params["model"])
         return JSONResponse({})
 
-    async def repository_unload(request: Request) -> Response:
-        service.check_control()
-        service.registry.unload(request.path_params["model"])
+    async def repository_unload(self, request: Request) -> Response:
+        await self.service.unload(request.path_params["model"])
         return JSONResponse({})
 
-    async def paddle_prediction(request: Request) -> Response:
+    async def paddle_prediction(self, request: Request) -> Response:
         name = request.path_params["model"]
-        body = await read_body(request, settings.max_body_bytes)
-        try:
-            doc = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestError(f"request body is not valid JSON: {exc}") from None
+        doc = loads(await read_body(request, self.limit))
         form = "pipeline" if isinstance(doc, dict) and "key" in doc else "feed"
         try:
-            req, form = paddle_compat.decode(doc, service.registry.get(name).signature)
-            _, results, _ = await service.infer_routed(name, None, req, "paddle", request.headers)
+            req, form = paddle_compat.decode(doc, self.service.registry.get(name).signature)
+            _, results, _ = await self.service.infer_routed(name, None, req, "paddle", request.headers)
         except InputError as exc:
             return JSONResponse(paddle_compat.error(form, str(exc)), status_code=400)
         return JSONResponse(paddle_compat.encode(form, results))
 
-    async def predict_upload(request: Request) -> Response:
+    async def predict_upload(self, request: Request) -> Response:
         """Images as multipart files (or one image as the body) -> labels with scores."""
         name = request.path_params["model"]
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
-            form = await request.form(max_files=256, max_part_size=settings.max_body_bytes)
-            images = [await f.read() for _, f in form.multi_items() if hasattr(f, "read")]
-        else:
-            images = [await read_body(request, settings.max_body_bytes)]
+        body = await read_body(request, self.limit)  # the whole upload counts against --max-body-mb
+        images = await _uploaded_files(request, body) if _is_multipart(request) else [body]
         if not images or not all(images):
             raise RequestError("send images as multipart/form-data files, or one image as the request body")
-        served = service.registry.get(name)
+        served = self.service.registry.get(name)
         if not getattr(served, "package", None) or not served.package.manifest.preprocessing:
             raise RequestError(f"model {name!r} declares no preprocessing, so it cannot take images")
         batch = np.empty(len(images), dtype=object)
         batch[:] = images
         req = InferRequest(inputs={served.package.signature.inputs[0].name: batch})
-        served, results, variant = await service.infer_routed(name, None, req, "http", request.headers)
+        served, results, variant = await self.service.infer_routed(name, None, req, "http", request.headers)
         doc: dict[str, Any] = {"model_name": served.name, "model_version": served.version}
         if "labels" in results:
             doc["predictions"] = [
                 [{"label": lab.decode(), "score": float(sc)} for lab, sc in zip(labels, scores)]
                 for labels, scores in zip(results["labels"], results["scores"])
             ]
-        doc["outputs"] = {k: v.tolist() for k, v in results.items() if k not in ("labels", "scores")}
+        doc["outputs"] = {k: json_nested(v) for k, v in results.items() if k not in ("labels", "scores")}
         return JSONResponse(doc, headers={"x-ferry-variant": variant} if variant else None)
 
-    async def get_traffic(request: Request) -> Response:
-        name = request.path_params["model"]
-        service.registry.get(name)
-        policy = service.traffic.get(name)
-        return JSONResponse(policy.to_dict() if policy else {"split": {}, "sticky_header": None, "shadow": None})
+    async def get_traffic(self, request: Request) -> Response:
+        return JSONResponse(self.service.get_traffic(request.path_params["model"]))
 
-    async def set_traffic(request: Request) -> Response:
-        body = await read_body(request, settings.max_body_bytes)
-        policy = service.set_traffic(request.path_params["model"], _json_or_empty(body))
+    async def set_traffic(self, request: Request) -> Response:
+        body = await read_body(request, self.limit)
+        policy = self.service.set_traffic(request.path_params["model"], _json_or_empty(body))
         return JSONResponse(policy.to_dict())
 
-    async def metrics(_: Request) -> Response:
-        service.refresh_gauges()
-        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+    async def metrics(self, _: Request) -> Response:
+        self.service.refresh_gauges()
+        return Response(self.service.metrics.render(), media_type=CONTENT_TYPE)
 
-    model = "/v2/models/{model}"
-    versioned = "/v2/models/{model}/versions/{version}"
-    routes = [
-        Route("/v2/health/live", guarded(live, open_=True)),
-        Route("/v2/health/ready", guarded(ready, open_=True)),
-        Route("/v2", guarded(server_metadata)),
-        Route(model, guarded(model_metadata)),
-        Route(versioned, guarded(model_metadata)),
-        Route(model + "/ready", guarded(model_ready)),
-        Route(versioned + "/ready", guarded(model_ready)),
-        Route(model + "/infer", guarded(infer), methods=["POST"]),
-        Route(model + "/predict", guarded(predict_upload), methods=["POST"]),
-        Route(model + "/traffic", guarded(get_traffic), methods=["GET"]),
-        Route(model + "/traffic", guarded(set_traffic, admin=True), methods=["POST"]),
-        Route(versioned + "/infer", guarded(infer), methods=["POST"]),
-        Route("/v2/repository/index", guarded(repository_index), methods=["POST"]),
-        Route("/v2/repository/models/{model}/load", guarded(repository_load, admin=True), methods=["POST"]),
-        Route("/v2/repository/models/{model}/unload", guarded(repository_unload, admin=True), methods=["POST"]),
-        Route("/metrics", guarded(metrics)),
-        Route("/{model}/prediction", guarded(paddle_prediction), methods=["POST"]),
-    ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-    return InferShortcut(app, guarded(infer))
+    def routes(self) -> list[Route]:
+        e = self.endpoint
+        model, versioned = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
+        repo = "/v2/repository/models/{model}"
+        return [
+            Route("/v2/health/live", e(self.live, OPEN)),
+            Route("/v2/health/ready", e(self.ready, OPEN)),
+            Route("/v2", e(self.server_metadata)),
+            Route(model, e(self.model_metadata)),
+            Route(versioned, e(self.model_metadata)),
+            Route(model + "/ready", e(self.model_ready)),
+            Route(versioned + "/ready", e(self.model_ready)),
+            Route(model + "/infer", e(self.infer), methods=["POST"]),
+            Route(versioned + "/infer", e(self.infer), methods=["POST"]),
+            Route(model + "/predict", e(self.predict_upload), methods=["POST"]),
+            Route(model + "/traffic", e(self.get_traffic), methods=["GET"]),
+            Route(model + "/traffic", e(self.set_traffic, ADMIN, write=True), methods=["POST"]),
+            Route("/v2/repository/index", e(self.repository_index), methods=["POST"]),
+            Route(repo + "/load", e(self.repository_load, ADMIN, write=True), methods=["POST"]),
+            Route(repo + "/unload", e(self.repository_unload, ADMIN, write=True), methods=["POST"]),
+            Route("/metrics", e(self.metrics)),
+            Route("/{model}/prediction", e(self.paddle_prediction), methods=["POST"]),
+        ]
+
+
+def build_app(service: Service) -> InferShortcut:
+    api = HttpApi(service)
+    app = Starlette(routes=api.routes(), exception_handlers={HTTPException: http_error})
+    return InferShortcut(app, api.endpoint(api.infer))
+
+
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+async def _uploaded_files(request: Request, body: bytes) -> list[bytes]:
+    """The files of a multipart body already read (and so already held to the body limit)."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=256, max_fields=256)
+    except (MultiPartException, HTTPException, ValueError, KeyError) as exc:
+        raise RequestError(f"multipart body could not be read: {getattr(exc, 'message', None) or exc}") from None
+    return [await f.read() for _, f in form.multi_items() if hasattr(f, "read")]
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -274,8 +323,8 @@ class InferShortcut:
     """Sends `POST .../infer` straight to its handler and everything else through the Starlette app.
 
     Starlette's two middlewares and its scan of 17 routes cost a small inference about a fifth of the
-    event loop's time. The handler loses nothing by skipping them: `guarded` already checks the key and
-    turns every exception into a response.
+    event loop's time. The handler loses nothing by skipping them: `HttpApi.endpoint` already checks
+    the key and turns every exception into a response.
     """
 
     def __init__(self, app: Starlette, infer: Any):
@@ -307,18 +356,13 @@ def infer_path(path: str) -> dict[str, str] | None:
 def _json_or_empty(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
-    try:
-        doc = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise RequestError(f"request body is not valid JSON: {exc}") from None
-    return doc if isinstance(doc, dict) else {}
+    doc = loads(body)
+    if not isinstance(doc, dict):
+        raise RequestError(f"request body must be a JSON object, got {type(doc).__name__}")
+    return doc
 
 
 def metrics_app(service: Service) -> Starlette:
-    """Only /metrics, for --metrics-port."""
-
-    async def metrics(_: Request) -> Response:
-        service.refresh_gauges()
-        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
-
-    return Starlette(routes=[Route("/metrics", metrics)])
+    """Only /metrics, for --metrics-port; it asks for the API key as the main port does."""
+    api = HttpApi(service)
+    return Starlette(routes=[Route("/metrics", api.endpoint(api.metrics))])

@@ -18,22 +18,32 @@ import numpy as np
 from ferry.dtypes import numpy_from_name
 from ferry.errors import RequestError
 from ferry.package.manifest import Signature, TensorSpec
-from ferry.serving.codec import InferRequest
+from ferry.protocol.tensors import array_from_values, flatten, json_nested
+from ferry.serving.codec import InferRequest, loads
 
 INPUT_PARAMS_ERROR = 5000  # Paddle Serving pipeline's code for bad input
 
 
 def _sample(spec: TensorSpec, values: Any) -> np.ndarray:
-    """One sample of `spec` (its shape without the batch axis) from JSON values."""
-    shape = [d if isinstance(d, int) else -1 for d in spec.shape[1:]]
-    try:
-        array = np.asarray(values, dtype=numpy_from_name(spec.dtype))
-    except (ValueError, TypeError) as exc:
-        raise RequestError(f"feed {spec.name!r}: cannot read the values as {spec.dtype}: {exc}") from None
-    known = math.prod(d for d in shape if d > 0)
-    if shape.count(-1) > 1 or (shape.count(-1) == 0 and array.size != known) or (known and array.size % known):
-        raise RequestError(f"feed {spec.name!r}: {array.size} values do not fit one sample of shape {shape}")
-    return array.reshape(shape) if shape else array.reshape(())
+    """One sample of `spec` (its shape without the batch axis) from JSON values, as strictly as OIP JSON."""
+    flat = flatten(values, spec.name)
+    dims = [d if isinstance(d, int) else -1 for d in spec.shape[1:]]
+    known = math.prod(d for d in dims if d > 0)
+    free = dims.count(-1)
+    if free > 1 or (free == 0 and len(flat) != known) or (known and len(flat) % known) or (free and not known):
+        raise RequestError(f"feed {spec.name!r}: {len(flat)} values do not fit one sample of shape {dims}")
+    shape = tuple(len(flat) // known if d == -1 else d for d in dims)
+    return array_from_values(flat, numpy_from_name(spec.dtype), shape, spec.name)
+
+
+def _number(text: str) -> int | float:
+    """One comma-separated number: an integer stays one (so it may feed an integer input); nan and inf are
+    not numbers here."""
+    text = text.strip()
+    value = float(text) if any(c in text for c in ".eE") else int(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
 
 
 def decode(doc: Any, signature: Signature) -> tuple[InferRequest, str]:
@@ -45,7 +55,7 @@ def decode(doc: Any, signature: Signature) -> tuple[InferRequest, str]:
         feed, fetch = doc.get("feed"), doc.get("fetch")
         if not isinstance(feed, list) or not feed or not all(isinstance(f, dict) for f in feed):
             raise RequestError("'feed' must be a non-empty list of {input name: values}")
-        if not isinstance(fetch, list) or not fetch:
+        if not isinstance(fetch, list) or not fetch or not all(isinstance(f, str) for f in fetch):
             raise RequestError("'fetch' must name the outputs to return")
         inputs = {}
         for name, spec in specs.items():
@@ -58,6 +68,8 @@ def decode(doc: Any, signature: Signature) -> tuple[InferRequest, str]:
         keys, values = doc.get("key"), doc.get("value")
         if not isinstance(keys, list) or not isinstance(values, list) or len(keys) != len(values):
             raise RequestError("'key' and 'value' must be lists of the same length")
+        if not all(isinstance(k, str) for k in keys):
+            raise RequestError(f"'key' must be a list of input names (strings), got {keys!r:.80}")
         given = dict(zip(keys, values))
         inputs = {}
         for name, spec in specs.items():
@@ -67,7 +79,7 @@ def decode(doc: Any, signature: Signature) -> tuple[InferRequest, str]:
             if not isinstance(text, str):
                 raise RequestError(f"value of {name!r} must be a string")
             try:
-                parsed = json.loads(text) if text.lstrip().startswith("[") else [float(v) for v in text.split(",")]
+                parsed = loads(text) if text.lstrip().startswith("[") else [_number(v) for v in text.split(",")]
             except ValueError as exc:
                 raise RequestError(f"value of {name!r} is not a list of numbers: {exc}") from None
             inputs[name] = _sample(spec, parsed)[None]
@@ -77,12 +89,12 @@ def decode(doc: Any, signature: Signature) -> tuple[InferRequest, str]:
 
 def encode(form: str, results: dict[str, np.ndarray]) -> dict[str, Any]:
     if form == "feed":
-        return {"result": {k: v.tolist() for k, v in results.items()}}
+        return {"result": {k: json_nested(v) for k, v in results.items()}}
     return {
         "err_no": 0,
         "err_msg": "",
         "key": list(results),
-        "value": [json.dumps(v.tolist()) for v in results.values()],
+        "value": [json.dumps(json_nested(v)) for v in results.values()],
     }
 
 

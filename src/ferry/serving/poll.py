@@ -44,7 +44,11 @@ async def poll_repository(registry: Registry, interval: float, stop: asyncio.Eve
             return
         except asyncio.TimeoutError:
             pass
-        current = await asyncio.to_thread(snapshot, root)
+        try:
+            current = await asyncio.to_thread(snapshot, root)
+        except OSError as exc:  # the repository folder itself went away or became unreadable: try again later
+            log.error("cannot read the repository %s: %s", root, exc)
+            continue
         for name in sorted(set(seen) | set(current)):
             if seen.get(name) == current.get(name):
                 continue
@@ -58,7 +62,10 @@ async def poll_repository(registry: Registry, interval: float, stop: asyncio.Eve
 
 
 def _quietly(fn, name: str) -> None:
+    """Run a load or unload; whatever fails is logged (the registry keeps the reason) and the poller goes on."""
     try:
         fn(name)
     except FerryError as exc:
         log.error("%s", exc)
+    except Exception:
+        log.exception("reloading %s failed", name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 import ferry
-from ferry.errors import FerryError, InputError, ModelNotFoundError, PackageError, UnavailableError
+from ferry.errors import FerryError, InputError, ModelNotFoundError, PackageError, RequestError, UnavailableError
 from ferry.inference.validate import InputChecker
 from ferry.serving import pipeline
 from ferry.serving.batching import Batcher, BatchPolicy
@@ -67,6 +68,23 @@ class ServedModel:
         return outputs
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def check_model_name(name: str) -> None:
+    """A model name is one path segment of safe characters: never a path out of the repository."""
+    if not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise RequestError(
+            f"model name {name[:80]!r} is not allowed: use letters, digits, '_', '-' and '.', "
+            "starting with a letter, digit or '_'"
+        )
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected error as one line for the log and the repository index."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _batchable(package: ferry.ModelPackage) -> bool:
     """Merging requests needs a dynamic axis 0 shared by every input and output."""
     sig = package.signature
@@ -100,16 +118,20 @@ class Registry:
 
     # --- loading ------------------------------------------------------------------------------------
 
-    def load_all(self) -> None:
-        """Load every model; failures are logged and shown in the index, and the rest still serve."""
+    def load_all(self) -> list[str]:
+        """Load every model; failures are logged and shown in the index, and the rest still serve.
+        Returns the failures, one line each."""
+        failures = []
         for name in list(self.specs):
             try:
                 self.load(name)
-            except FerryError:
-                pass
+            except Exception as exc:  # one model's failure, whatever it is, is that model's alone
+                failures.append(str(exc) if isinstance(exc, FerryError) else f"model {name!r}: {describe(exc)}")
+        return failures
 
     def _spec_for(self, name: str) -> ModelSpec:
         """In a repository, re-read the model's folder: load picks up new versions and config changes."""
+        check_model_name(name)
         if is_package(self.root):
             if name not in self.specs:
                 raise ModelNotFoundError(f"unknown model {name!r}; this server holds {sorted(self.specs)}")
@@ -131,10 +153,11 @@ class Registry:
                 loaded[version] = self._load_version(spec, version, path)
                 self._states[(name, version)] = ("READY", "")
                 log.info("loaded %s version %s from %s on %s", name, version, path, loaded[version].predictor.backend)
-            except FerryError as exc:
-                self._states[(name, version)] = ("UNAVAILABLE", str(exc))
-                failures.append(f"version {version}: {exc}")
-                log.error("could not load %s version %s: %s", name, version, exc)
+            except Exception as exc:  # a broken package of any kind leaves the others serving
+                reason = str(exc) if isinstance(exc, FerryError) else describe(exc)
+                self._states[(name, version)] = ("UNAVAILABLE", reason)
+                failures.append(f"version {version}: {reason}")
+                log.error("could not load %s version %s: %s", name, version, reason)
         with self._lock:
             old = self._models.get(name, {})
             # A version that fails to load never replaces a working one: with nothing new loaded, everything

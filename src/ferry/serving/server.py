@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import uvicorn
 
+from ferry.errors import ConfigError
 from ferry.serving.batching import BatchPolicy
 from ferry.serving.grpc.service import GrpcService
 from ferry.serving.http_app import build_app, metrics_app
@@ -59,11 +60,14 @@ def build_service(options: ServeOptions) -> Service:
         options.path, options.policy, options.backend, options.threads, metrics.on_batch, hook, options.spinning
     )
     service = Service(registry, options.settings, metrics)
-    service.registry.load_all()
+    failures = service.registry.load_all()
+    if failures and not service.registry.all_models() and options.settings.model_control == "none":
+        # Nothing to serve and nothing will ever be loaded: say why and stop, rather than answer 503 forever.
+        raise ConfigError("no model could be loaded:\n  " + "\n  ".join(failures))
     return service
 
 
-def _listen(host: str, port: int, shared: bool) -> socket.socket:
+def _listen(host: str, port: int, shared: bool, flag: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -72,10 +76,18 @@ def _listen(host: str, port: int, shared: bool) -> socket.socket:
     # Accepted connections inherit this: without it, a response written in two parts (headers, body)
     # waits out the client's delayed ACK, some 40 ms.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise port_error(host, port, flag, exc.strerror or str(exc)) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def port_error(host: str, port: int, flag: str, reason: str) -> ConfigError:
+    return ConfigError(f"cannot listen on {host}:{port} ({reason}); choose another port with {flag}")
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -110,7 +122,30 @@ def run_workers(options: ServeOptions) -> None:
 
 def _child(options: ServeOptions) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    exit_with_parent()
     run_loop(serve(options, announce=False))
+
+
+def exit_with_parent() -> None:
+    """A worker ends when the process that started it dies, even by SIGKILL: otherwise it keeps the shared
+    ports and answers with old models after a restart. Linux sends SIGTERM through PR_SET_PDEATHSIG; a
+    thread that watches the parent's pid covers the rest (and the moment before prctl took effect)."""
+    import ctypes
+    import threading
+    import time
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="ferry-parent-watch", daemon=True).start()
 
 
 async def serve(options: ServeOptions, ready: asyncio.Event | None = None, announce: bool = True) -> None:
@@ -126,6 +161,7 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None, annou
         timeout_graceful_shutdown=int(options.grace_seconds),
         lifespan="off",
     )
+    http_socket = _listen(options.host, options.http_port, shared, "--http-port")
     http = uvicorn.Server(config)
     http.install_signal_handlers = lambda: None  # ours below stop both servers
     grpc_server = None
@@ -137,7 +173,13 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None, annou
             ]
         )
         grpc_server.add_generic_rpc_handlers((GrpcService(service).handler(),))
-        grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
+        address = f"{options.host}:{options.grpc_port}"
+        try:
+            bound = grpc_server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio raises when the port is taken
+            raise port_error(options.host, options.grpc_port, "--grpc-port", str(exc)) from None
+        if not bound:
+            raise port_error(options.host, options.grpc_port, "--grpc-port", "address in use")
         await grpc_server.start()
 
     stop = asyncio.Event()
@@ -153,7 +195,7 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None, annou
         from ferry.serving.poll import poll_repository
 
         poller = asyncio.create_task(poll_repository(service.registry, options.poll_interval, stop))
-    http_task = asyncio.create_task(http.serve(sockets=[_listen(options.host, options.http_port, shared)]))
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
     metrics_server = None
     if options.metrics_port is not None:
         metrics_server = uvicorn.Server(
@@ -162,7 +204,7 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None, annou
         )  # fmt: skip
         metrics_server.install_signal_handlers = lambda: None
         metrics_task = asyncio.create_task(
-            metrics_server.serve(sockets=[_listen(options.host, options.metrics_port, shared)])
+            metrics_server.serve(sockets=[_listen(options.host, options.metrics_port, shared, "--metrics-port")])
         )
     while not http.started and not http_task.done():
         await asyncio.sleep(0.01)
@@ -178,9 +220,13 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None, annou
     http.should_exit = True
     if poller is not None:
         await poller
+    # Requests still waiting when the grace period ends are cancelled; they answer 503, not 500.
+    stopping = loop.call_later(max(options.grace_seconds - 0.05, 0), setattr, service, "stopping", True)
     if grpc_server is not None:
         await grpc_server.stop(options.grace_seconds)
     await http_task
+    stopping.cancel()
+    service.stopping = True
     if metrics_server is not None:
         metrics_server.should_exit = True
         await metrics_task
@@ -215,7 +261,7 @@ def _announce(options: ServeOptions, service: Service) -> None:
 
 
 def _oip(dtype: str) -> str:
-    from ferry.serving.datatypes import from_ferry
+    from ferry.protocol.datatypes import from_ferry
 
     return from_ferry(dtype)
 

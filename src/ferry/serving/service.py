@@ -19,11 +19,10 @@ from ferry.errors import (
     FerryError,
     InputError,
     ModelNotFoundError,
-    PackageError,
-    PayloadTooLargeError,
+    UnauthorizedError,
     UnavailableError,
 )
-from ferry.serving import datatypes
+from ferry.protocol import datatypes
 from ferry.serving import traffic as traffic_mod
 from ferry.serving.batching import Retired
 from ferry.serving.codec import InferRequest
@@ -31,22 +30,7 @@ from ferry.serving.metrics import Metrics
 from ferry.serving.registry import Registry, ServedModel
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
-
-# What each error means on the wire, most specific first: (class, HTTP status, gRPC status code name).
-OUTCOMES: list[tuple[type[Exception], int, str]] = [
-    (PayloadTooLargeError, 413, "RESOURCE_EXHAUSTED"),
-    (InputError, 400, "INVALID_ARGUMENT"),
-    (ConfigError, 400, "FAILED_PRECONDITION"),
-    (PackageError, 400, "INVALID_ARGUMENT"),  # asked to load a package that does not verify
-    (ModelNotFoundError, 404, "NOT_FOUND"),
-    (UnavailableError, 503, "UNAVAILABLE"),
-    (DeadlineError, 504, "DEADLINE_EXCEEDED"),
-]
-
-
-def status_for(exc: BaseException) -> tuple[int, str]:
-    """(HTTP status, gRPC code name) for an error; 500 / INTERNAL for anything not ours to explain."""
-    return next(((h, g) for cls, h, g in OUTCOMES if isinstance(exc, cls)), (500, "INTERNAL"))
+UNKNOWN_MODEL = "(unknown)"  # the metrics label of requests for models that do not exist
 
 
 @dataclass
@@ -64,6 +48,7 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     traffic: dict[str, traffic_mod.TrafficPolicy] = field(default_factory=dict)
     _background: set = field(default_factory=set)
+    stopping: bool = False  # set when the grace period ran out: requests still waiting answer 503
 
     def __post_init__(self) -> None:
         for name, spec in self.registry.specs.items():
@@ -109,11 +94,20 @@ class Service:
             outcome = "error"
         self.metrics.shadow.labels(model, variant, outcome).inc()
 
-    def authorized(self, presented: str | None, admin: bool = False) -> bool:
+    def admit(self, headers: Mapping[str, str], admin: bool = False) -> None:
+        """Raise UnauthorizedError unless `headers` (HTTP headers or gRPC metadata, lower-case keys) carry
+        the API key where one is needed. The one place credentials are read."""
         key = self.settings.api_key
         if key is None:
-            return not admin or self.settings.admin_open
-        return presented is not None and hmac.compare_digest(presented.encode(), key.encode())
+            if admin and not self.settings.admin_open:
+                raise UnauthorizedError("admin endpoints need an API key on this server (--api-key)")
+            return
+        presented = headers.get("x-api-key")
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            presented = auth[7:].strip()
+        if presented is None or not hmac.compare_digest(presented.encode(), key.encode()):
+            raise UnauthorizedError("missing or wrong API key")
 
     def check_control(self) -> None:
         if self.settings.model_control != "explicit":
@@ -121,6 +115,20 @@ class Service:
                 f"model control is {self.settings.model_control!r}; start with --model-control explicit "
                 "to load and unload models through the API"
             )
+
+    async def load(self, model: str) -> None:
+        """Explicit load. Creating engine sessions blocks for a while: it runs off the event loop."""
+        self.check_control()
+        await asyncio.to_thread(self.registry.load, model)
+
+    async def unload(self, model: str) -> None:
+        self.check_control()
+        await asyncio.to_thread(self.registry.unload, model)
+
+    def get_traffic(self, model: str) -> dict[str, Any]:
+        self.registry.get(model)
+        policy = self.traffic.get(model)
+        return policy.to_dict() if policy else {"split": {}, "sticky_header": None, "shadow": None}
 
     async def infer_routed(
         self, model: str, version: str | None, request: InferRequest, protocol: str, headers: Mapping[str, str]
@@ -169,10 +177,14 @@ class Service:
             raise
         finally:
             self.metrics.in_flight.dec()
-            ver = served.version if served else (version or "")
-            self.metrics.requests.labels(model, ver, protocol, outcome).inc()
+            # Labels come only from models that exist: names from URLs would grow /metrics without bound.
             if served is not None:
-                self.metrics.latency.labels(model, ver, "total").observe(time.monotonic() - started)
+                label, ver = served.name, served.version
+            else:
+                label, ver = (model if model in self.registry.specs else UNKNOWN_MODEL), ""
+            self.metrics.requests.labels(label, ver, protocol, outcome).inc()
+            if served is not None:
+                self.metrics.latency.labels(label, ver, "total").observe(time.monotonic() - started)
 
     def refresh_gauges(self) -> None:
         models = self.registry.all_models()

@@ -13,6 +13,7 @@ A model's `config.json` may hold (and `POST /v2/models/{m}/traffic` may change a
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +38,9 @@ def parse(doc: Any, where: str) -> TrafficPolicy:
         raise ConfigError(f"{where}: unknown traffic key(s) {sorted(unknown)}")
     split = doc.get("split", {})
     if not isinstance(split, dict) or not all(
-        isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in split.values()
+        isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < math.inf for w in split.values()
     ):
-        raise ConfigError(f"{where}: traffic.split must map variants to non-negative weights, got {split!r}")
+        raise ConfigError(f"{where}: traffic.split must map variants to finite non-negative weights, got {split!r}")
     if split and sum(split.values()) <= 0:
         raise ConfigError(f"{where}: traffic.split weights add up to zero")
     sticky = doc.get("sticky_header")

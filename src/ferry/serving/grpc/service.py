@@ -1,28 +1,27 @@
 """The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`), on grpc.aio.
 
-Message classes come from `inference.desc` loaded into a private descriptor pool: no generated modules,
-and no clash with tritonclient's own `inference` messages when both live in one process.
+Message classes come from `ferry.protocol.messages`.
 """
 
 from __future__ import annotations
 
-import math
-from functools import cache
-from pathlib import Path
-from types import SimpleNamespace
+import asyncio
+import logging
 from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from ferry.errors import FerryError, RequestError
-from ferry.serving import datatypes
-from ferry.serving.codec import InferRequest, array_from_bytes
-from ferry.serving.service import Service, status_for
+from ferry.errors import FerryError, RequestError, status_for
+from ferry.protocol import datatypes
+from ferry.protocol.messages import METHODS, SERVICE, messages
+from ferry.protocol.tensors import array_from_bytes, array_from_values, check_shape
+from ferry.serving.codec import InferRequest
+from ferry.serving.service import Service
 
-SERVICE = "inference.GRPCInferenceService"
-_DESCRIPTOR = Path(__file__).with_name("inference.desc")
+log = logging.getLogger("ferry.serve")
+OPEN = ("ServerLive", "ServerReady")  # methods anyone may call
+ADMIN = ("RepositoryModelLoad", "RepositoryModelUnload")  # methods that need admin rights
 _CONTENTS_FIELD = {
     "BOOL": "bool_contents",
     "INT8": "int_contents",
@@ -37,42 +36,18 @@ _CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-METHODS = {
-    "ServerLive": ("ServerLiveRequest", "ServerLiveResponse"),
-    "ServerReady": ("ServerReadyRequest", "ServerReadyResponse"),
-    "ModelReady": ("ModelReadyRequest", "ModelReadyResponse"),
-    "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse"),
-    "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse"),
-    "ModelInfer": ("ModelInferRequest", "ModelInferResponse"),
-    "RepositoryIndex": ("RepositoryIndexRequest", "RepositoryIndexResponse"),
-    "RepositoryModelLoad": ("RepositoryModelLoadRequest", "RepositoryModelLoadResponse"),
-    "RepositoryModelUnload": ("RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse"),
-}
-
-
-@cache
-def messages() -> SimpleNamespace:
-    """The protocol's message classes, by name."""
-    files = descriptor_pb2.FileDescriptorSet.FromString(_DESCRIPTOR.read_bytes())
-    pool = descriptor_pool.DescriptorPool()
-    for f in files.file:
-        pool.Add(f)
-    names = {n for pair in METHODS.values() for n in pair}
-    return SimpleNamespace(
-        **{n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"inference.{n}")) for n in names}
-    )
 
 
 def decode_infer(msg: Any) -> InferRequest:
     inputs: dict[str, np.ndarray] = {}
-    raw = list(msg.raw_input_contents)
+    raw = msg.raw_input_contents
     if raw and len(raw) != len(msg.inputs):
         raise RequestError(f"{len(msg.inputs)} inputs but {len(raw)} raw_input_contents")
     for i, tensor in enumerate(msg.inputs):
         name = tensor.name
-        shape = tuple(int(d) for d in tensor.shape)
-        if any(d < 0 for d in shape):
-            raise RequestError(f"input {name!r}: shape {list(shape)} has a negative dimension")
+        if name in inputs:
+            raise RequestError(f"input {name!r} is given twice")
+        shape = check_shape(list(tensor.shape), name)
         dtype = datatypes.to_numpy(tensor.datatype, name)
         if raw:
             inputs[name] = array_from_bytes(raw[i], dtype, shape, name)
@@ -80,17 +55,7 @@ def decode_infer(msg: Any) -> InferRequest:
         field = _CONTENTS_FIELD.get(tensor.datatype)
         if field is None:
             raise RequestError(f"input {name!r}: {tensor.datatype} data must come in raw_input_contents")
-        values = list(getattr(tensor.contents, field))
-        if len(values) != math.prod(shape):
-            raise RequestError(
-                f"input {name!r}: shape {list(shape)} needs {math.prod(shape)} elements, contents has {len(values)}"
-            )
-        if dtype.kind == "O":
-            array = np.empty(len(values), dtype=object)
-            array[:] = values
-        else:
-            array = np.asarray(values, dtype=dtype)
-        inputs[name] = array.reshape(shape)
+        inputs[name] = array_from_values(list(getattr(tensor.contents, field)), dtype, shape, name)
     outputs = [o.name for o in msg.outputs] or None
     return InferRequest(inputs=inputs, outputs=outputs, id=msg.id)
 
@@ -124,29 +89,27 @@ class GrpcService:
         self.service = service
         self.m = messages()
 
-    def _authorized(self, context: grpc.aio.ServicerContext, admin: bool = False) -> bool:
-        meta = dict(context.invocation_metadata() or ())
-        presented = meta.get("x-api-key")
-        auth = meta.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            presented = auth[7:].strip()
-        return self.service.authorized(presented, admin)
-
     async def _call(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
         if request is None:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"{method}: the request is not a valid protobuf message"
             )
-        open_ = method in ("ServerLive", "ServerReady")
-        admin = method in ("RepositoryModelLoad", "RepositoryModelUnload")
-        if not open_ and not self._authorized(context, admin):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key")
+        metadata = dict(context.invocation_metadata() or ())
         try:
+            if method not in OPEN:
+                self.service.admit(metadata, admin=method in ADMIN)
             if method == "ModelInfer":
-                return await self.ModelInfer(request, dict(context.invocation_metadata() or ()))
+                return await self.ModelInfer(request, metadata)
             return await getattr(self, method)(request)
-        except FerryError as exc:
-            await context.abort(getattr(grpc.StatusCode, status_for(exc)[1]), str(exc))
+        except asyncio.CancelledError:
+            if not self.service.stopping:
+                raise
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; retry on another replica")
+        except Exception as exc:
+            if not isinstance(exc, FerryError):
+                log.exception("unexpected error in %s", method)
+            code = status_for(exc)[1]
+            await context.abort(getattr(grpc.StatusCode, code), str(exc) if code != "INTERNAL" else "internal error")
 
     async def ServerLive(self, _: Any) -> Any:
         return self.m.ServerLiveResponse(live=True)
@@ -186,13 +149,11 @@ class GrpcService:
         return response
 
     async def RepositoryModelLoad(self, req: Any) -> Any:
-        self.service.check_control()
-        self.service.registry.load(req.model_name)
+        await self.service.load(req.model_name)
         return self.m.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, req: Any) -> Any:
-        self.service.check_control()
-        self.service.registry.unload(req.model_name)
+        await self.service.unload(req.model_name)
         return self.m.RepositoryModelUnloadResponse()
 
     def handler(self) -> grpc.GenericRpcHandler:

@@ -115,6 +115,28 @@ def slow_model(rounds: int = 120, width: int = 1024) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def text_model() -> onnx.ModelProto:
+    """t[batch] (strings) -> echo[batch]: what comes in must come back byte for byte."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["t"], ["echo"])],
+        "text",
+        [helper.make_tensor_value_info("t", TensorProto.STRING, ["batch"])],
+        [helper.make_tensor_value_info("echo", TensorProto.STRING, ["batch"])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def log_model() -> onnx.ModelProto:
+    """y = log(x): NaN for negative x, -inf for 0, +inf for inf; outputs JSON has no numbers for."""
+    graph = helper.make_graph(
+        [helper.make_node("Log", ["x"], ["y"])],
+        "log",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
 def make_repository(root: Path) -> Path:
     """REPO/linear/{1,2} (version 2 doubles the weights) and REPO/slow/1."""
     ferry.save(linear_model(1.0), root / "linear" / "1", name="linear", version="1")
@@ -124,7 +146,7 @@ def make_repository(root: Path) -> Path:
 
 
 def post(server, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
-    conn = http.client.HTTPConnection(server.http, timeout=30)
+    conn = http.client.HTTPConnection(server if isinstance(server, str) else server.http, timeout=30)
     conn.request("POST", path, body=body, headers=headers or {})
     resp = conn.getresponse()
     data = resp.read()
@@ -133,7 +155,7 @@ def post(server, path: str, body: bytes, headers: dict[str, str] | None = None) 
 
 
 def get(server, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(server.http, timeout=30)
+    conn = http.client.HTTPConnection(server if isinstance(server, str) else server.http, timeout=30)
     conn.request("GET", path, headers=headers or {})
     resp = conn.getresponse()
     data = resp.read()

@@ -102,7 +102,8 @@ def array_from_values(values: list[Any], dtype: np.dtype, shape: tuple[int, ...]
             raise RequestError(_message(name, i, values[i], dtype))
         return as_float.astype(dtype).reshape(shape)
     try:
-        array = np.asarray(values, dtype=dtype)
+        with np.errstate(over="ignore"):  # overflow shows as a non-finite value, refused below
+            array = np.asarray(values, dtype=dtype)
     except (OverflowError, ValueError, TypeError):
         _refuse(values, lambda x: not _fits(x, dtype), dtype, name)
         raise  # _refuse always raises; this keeps type checkers content

@@ -132,9 +132,47 @@ def test_manifest_schema_reports_every_problem(mlp_package):
     with pytest.raises(ManifestError) as err:
         ferry.load(mlp_package.root)
     message = str(err.value)
-    assert "format_version must be 1, got 99" in message
+    assert "format_version must be the integer 1, got 99" in message
     assert "float33" in message
     assert "'name'" in message
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("provenance", 5, "'provenance' must be an object, got 5"),
+        ("provenance", {"opset": "x"}, "provenance.opset must be int, got 'x'"),
+        ("provenance", {"who": "me"}, "provenance.who is not a provenance field"),
+        ("tuning", "x", "'tuning' must be an object, got 'x'"),
+        ("tuning", 5, "'tuning' must be an object, got 5"),
+        ("compression", [1], "'compression' must be an object, got [1]"),
+        ("version", {}, "'version' must be a short string or a non-negative integer, got {}"),
+        ("format_version", True, "format_version must be the integer 1, got True"),
+        ("labels", [1, 2], "'labels' must be a list of strings"),
+        ("preprocessing", [{"op": "sharpen"}], "preprocessing[0]: unknown op 'sharpen'"),
+        ("preprocessing", [{"op": "resize", "sizes": [2, 2]}], "preprocessing[0] (resize)"),
+        ("postprocessing", [{"op": "topk", "k": 1, "extra": 2}], "postprocessing[0] (topk)"),
+        ("surprise", 1, "unknown field(s) ['surprise']"),
+    ],
+)
+def test_malformed_manifest_fields_are_named(mlp_package, field, value, message):
+    path = mlp_package.root / "ferry.json"
+    data = json.loads(path.read_text())
+    data[field] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError) as err:
+        ferry.load(mlp_package.root)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("[" * 100000 + "]" * 100000, "nested too deep"), ('{"version": ' + "9" * 5000 + "}", "not valid JSON")],
+)
+def test_manifest_json_beyond_the_parser_limits(mlp_package, text, message):
+    (mlp_package.root / "ferry.json").write_text(text)
+    with pytest.raises(ManifestError, match=message):
+        ferry.load(mlp_package.root)
 
 
 def test_manifest_signature_must_match_graph(mlp_package):

@@ -71,6 +71,8 @@ class Provenance:
     converter_version: str = ""
     opset: int = 0
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    # Each step that made this package from another (optimize, quantize, ...), oldest first: {"step", "at", ...}
+    derived_from: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -138,16 +140,38 @@ def _spec(d: dict[str, Any]) -> TensorSpec:
     return TensorSpec(d["name"], d["dtype"], tuple(d["shape"]), d.get("description", ""))
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _got(value: Any) -> str:
+    shown = repr(value)
+    return f"{shown[:40]}..." if len(shown) > 40 else shown
+
+
+# Provenance fields and the type each must have; the dataclass above is built from these.
+_PROVENANCE_TYPES = {"framework": str, "framework_version": str, "converter": str, "converter_version": str,
+                     "opset": int, "created": str}  # fmt: skip
+_TOP_LEVEL = {"format_version", "name", "version", "signature", "provenance", "files", "preprocessing",
+              "postprocessing", "labels", "tuning", "compression"}  # fmt: skip
+
+
 def _schema_problems(data: Any) -> list[str]:
-    """Every way `data` breaks the manifest schema, as readable phrases."""
+    """Every way `data` breaks the manifest schema, as readable phrases: the field, what was expected, what
+    came. Types are checked here so that nothing malformed reaches the code that reads the fields."""
     if not isinstance(data, dict):
         return [f"expected a JSON object at the top level, got {type(data).__name__}"]
     problems: list[str] = []
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        problems.append(f"format_version must be {FORMAT_VERSION}, got {version!r}")
+    if not _is_int(version) or version != FORMAT_VERSION:
+        problems.append(f"format_version must be the integer {FORMAT_VERSION}, got {_got(version)}")
     if not isinstance(data.get("name"), str) or not data.get("name"):
-        problems.append("'name' must be a non-empty string")
+        problems.append(f"'name' must be a non-empty string, got {_got(data.get('name'))}")
+    pkg_version = data.get("version", "1")
+    if not (isinstance(pkg_version, str) and 0 < len(pkg_version) <= 64) and not (
+        _is_int(pkg_version) and 0 <= pkg_version < 10**18
+    ):
+        problems.append(f"'version' must be a short string or a non-negative integer, got {_got(pkg_version)}")
     sig = data.get("signature")
     if not isinstance(sig, dict):
         problems.append("'signature' must be an object with 'inputs' and 'outputs'")
@@ -159,6 +183,7 @@ def _schema_problems(data: Any) -> list[str]:
                 continue
             for i, spec in enumerate(specs):
                 problems += [f"signature.{side}[{i}]: {p}" for p in _spec_problems(spec)]
+    problems += _provenance_problems(data.get("provenance", {}))
     files = data.get("files")
     if not isinstance(files, dict) or not files:
         problems.append("'files' must map each file name to {sha256, size}")
@@ -168,16 +193,67 @@ def _schema_problems(data: Any) -> list[str]:
                 isinstance(entry, dict)
                 and isinstance(entry.get("sha256"), str)
                 and len(entry["sha256"]) == 64
-                and isinstance(entry.get("size"), int)
+                and all(c in "0123456789abcdef" for c in entry["sha256"])
+                and _is_int(entry.get("size"))
+                and entry["size"] >= 0
             )
             if not ok:
-                problems.append(f"files[{fname!r}] must be {{sha256: 64 hex chars, size: int}}")
-    for key in ("preprocessing", "postprocessing"):
-        steps = data.get(key, [])
-        if not isinstance(steps, list) or not all(isinstance(s, dict) and "op" in s for s in steps):
-            problems.append(f"'{key}' must be a list of steps, each an object with an 'op'")
-    if not isinstance(data.get("labels", []), list):
-        problems.append("'labels' must be a list")
+                problems.append(f"files[{fname!r}] must be {{sha256: 64 hex chars, size: int >= 0}}, got {_got(entry)}")
+    problems += _steps_problems(data.get("preprocessing", []), "preprocessing")
+    problems += _steps_problems(data.get("postprocessing", []), "postprocessing")
+    labels = data.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        problems.append(f"'labels' must be a list of strings, got {_got(labels)}")
+    for key in ("tuning", "compression"):
+        if not isinstance(data.get(key, {}), dict):
+            problems.append(f"'{key}' must be an object, got {_got(data.get(key))}")
+    unknown = sorted(set(data) - _TOP_LEVEL)
+    if unknown:
+        problems.append(f"unknown field(s) {unknown}; a manifest holds {sorted(_TOP_LEVEL)}")
+    return problems
+
+
+def _provenance_problems(prov: Any) -> list[str]:
+    if not isinstance(prov, dict):
+        return [f"'provenance' must be an object, got {_got(prov)}"]
+    problems = []
+    for key, value in prov.items():
+        wanted = _PROVENANCE_TYPES.get(key)
+        if key == "derived_from":
+            if not isinstance(value, list) or not all(isinstance(step, dict) for step in value):
+                problems.append(f"provenance.derived_from must be a list of objects, got {_got(value)}")
+        elif wanted is None:
+            problems.append(f"provenance.{key} is not a provenance field; known: {sorted(_PROVENANCE_TYPES)}")
+        elif not isinstance(value, wanted) or isinstance(value, bool):
+            problems.append(f"provenance.{key} must be {wanted.__name__}, got {_got(value)}")
+    return problems
+
+
+def _steps_problems(steps: Any, key: str) -> list[str]:
+    """Steps must name a known op and only arguments that op takes."""
+    import inspect
+
+    from ferry.processing import POSTPROCESS_OPS, PREPROCESS_OPS
+    from ferry.processing.image import step_function
+
+    if not isinstance(steps, list):
+        return [f"'{key}' must be a list of steps, got {_got(steps)}"]
+    known = PREPROCESS_OPS if key == "preprocessing" else frozenset(POSTPROCESS_OPS)
+    problems = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict) or not isinstance(step.get("op"), str):
+            problems.append(f"{key}[{i}] must be an object with an 'op', got {_got(step)}")
+            continue
+        op = step["op"]
+        if op not in known:
+            problems.append(f"{key}[{i}]: unknown op {op!r}; known: {sorted(known)}")
+            continue
+        fn = step_function(op) if key == "preprocessing" else POSTPROCESS_OPS[op]
+        args = {k: v for k, v in step.items() if k != "op"}
+        try:
+            inspect.signature(fn).bind(None, **args)
+        except TypeError as exc:
+            problems.append(f"{key}[{i}] ({op}): {exc}")
     return problems
 
 
@@ -187,6 +263,8 @@ def _spec_problems(spec: Any) -> list[str]:
     problems = []
     if not isinstance(spec.get("name"), str) or not spec.get("name"):
         problems.append("'name' must be a non-empty string")
+    if not isinstance(spec.get("description", ""), str):
+        problems.append(f"'description' must be a string, got {_got(spec.get('description'))}")
     if spec.get("dtype") not in DTYPE_NAMES:
         problems.append(f"dtype {spec.get('dtype')!r} is not one of {sorted(DTYPE_NAMES)}")
     shape = spec.get("shape")

@@ -82,8 +82,9 @@ def load(path: str | os.PathLike[str]) -> ModelPackage:
         raise ManifestError(f"{path}: no {MANIFEST_NAME}; is this a ferry package? (`ferry convert` makes one)")
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{manifest_path}: not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # ValueError: JSON, or a 5000-digit number
+        reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+        raise ManifestError(f"{manifest_path}: not valid JSON ({reason})") from None
     manifest = Manifest.from_dict(data, source=str(manifest_path))
     if MODEL_NAME not in manifest.files:
         raise ManifestError(f"{manifest_path}: 'files' does not list {MODEL_NAME}")

@@ -83,6 +83,11 @@ _ARRAY_OPS: dict[str, Callable[..., Any]] = {"invert": invert, "scale": scale, "
 PREPROCESS_OPS = frozenset(_IMAGE_OPS) | frozenset(_ARRAY_OPS)
 
 
+def step_function(op: str) -> Callable[..., Any]:
+    """The function behind a preprocessing op (the manifest check binds a step's arguments to it)."""
+    return _IMAGE_OPS.get(op) or _ARRAY_OPS[op]
+
+
 def preprocess_image(image: Any, steps: list[dict[str, Any]]) -> np.ndarray:
     """Run `steps` on one image (path, bytes or PIL image) and return a float32 array."""
     if isinstance(image, (str, os.PathLike)):

@@ -107,7 +107,8 @@ def run_workers(options: ServeOptions) -> None:
         run_loop(serve(options))
         return
     ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=_child, args=(options,), daemon=False) for _ in range(options.workers - 1)]
+    me = os.getpid()
+    children = [ctx.Process(target=_child, args=(options, me), daemon=False) for _ in range(options.workers - 1)]
     for child in children:
         child.start()
     try:
@@ -120,21 +121,21 @@ def run_workers(options: ServeOptions) -> None:
             child.join(options.grace_seconds + 5)
 
 
-def _child(options: ServeOptions) -> None:
+def _child(options: ServeOptions, parent: int) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    exit_with_parent()
+    exit_with_parent(parent)
     run_loop(serve(options, announce=False))
 
 
-def exit_with_parent() -> None:
-    """A worker ends when the process that started it dies, even by SIGKILL: otherwise it keeps the shared
-    ports and answers with old models after a restart. Linux sends SIGTERM through PR_SET_PDEATHSIG; a
-    thread that watches the parent's pid covers the rest (and the moment before prctl took effect)."""
+def exit_with_parent(parent: int) -> None:
+    """A worker ends when the process that started it (`parent`) dies, even by SIGKILL: otherwise it keeps
+    the shared ports and answers with old models after a restart. Linux sends SIGTERM through
+    PR_SET_PDEATHSIG; a thread that compares the parent's pid covers the rest, including a parent that
+    died before this ran."""
     import ctypes
     import threading
     import time
 
-    parent = os.getppid()
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):

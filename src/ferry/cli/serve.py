@@ -35,6 +35,41 @@ from ferry.cli._options import DEMO_ROOT
 @click.option("--spin/--no-spin", default=False, show_default=True, help="Let idle engine threads spin.")
 @click.option("--hook", default=None, help="module:Class (or file.py:Class) with preprocess/postprocess.")
 @click.option("--grace-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client may take to send the request line and headers (408 after).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds a client may take to send the body once the headers are in (408 after).",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=1),
+    default=5.0,
+    show_default=True,
+    help="Seconds a keep-alive connection may sit idle between requests.",
+)
+@click.option(
+    "--max-header-kb",
+    type=click.FloatRange(min=1),
+    default=64.0,
+    show_default=True,
+    help="Request line and headers together (431 past it).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=16),
+    default=2048,
+    show_default=True,
+    help="Open HTTP connections; past it the longest-idle one is closed.",
+)
 def serve(
     path,
     demo,
@@ -58,9 +93,15 @@ def serve(
     spin,
     hook,
     grace_seconds,
+    header_timeout,
+    body_timeout,
+    idle_timeout,
+    max_header_kb,
+    max_connections,
 ) -> None:
     """Serve models over the Open Inference Protocol (HTTP/REST and gRPC)."""
     from ferry.serving.batching import BatchPolicy
+    from ferry.serving.http_limits import ConnectionLimits
     from ferry.serving.server import ServeOptions, run_workers
     from ferry.serving.service import Settings
 
@@ -94,6 +135,7 @@ def serve(
         metrics_port=metrics_port,
         workers=workers,
         spinning=spin,
+        limits=ConnectionLimits(header_timeout, body_timeout, idle_timeout, int(max_header_kb * 1024), max_connections),
     )
     if workers > 1 and model_control == "explicit":
         raise click.UsageError("--model-control explicit needs --workers 1: each worker holds its own models")

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ferry.errors import ConfigError
 from ferry.serving.batching import BatchPolicy
 from ferry.serving.grpc.service import GrpcService
 from ferry.serving.http_app import build_app, metrics_app
+from ferry.serving.http_limits import ConnectionLimits, protocol_class, usable_connections
 from ferry.serving.metrics import Metrics
 from ferry.serving.registry import Registry
 from ferry.serving.service import Service, Settings
@@ -47,6 +48,7 @@ class ServeOptions:
     metrics_port: int | None = None  # also serve /metrics alone on this port
     workers: int = 1  # processes sharing the ports (SO_REUSEPORT), each with its own models and queues
     spinning: bool = False  # let idle engine threads spin (see Config.set_spinning)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def build_service(options: ServeOptions) -> Service:
@@ -152,6 +154,7 @@ def exit_with_parent(parent: int) -> None:
 async def serve(options: ServeOptions, ready: asyncio.Event | None = None, announce: bool = True) -> None:
     service = build_service(options)
     shared = options.workers > 1
+    limits = replace(options.limits, max_connections=usable_connections(options.limits.max_connections))
     config = uvicorn.Config(
         build_app(service),
         host=options.host,
@@ -161,6 +164,8 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None, annou
         proxy_headers=False,  # ferry reads no client address; the middleware cost every request a little
         timeout_graceful_shutdown=int(options.grace_seconds),
         lifespan="off",
+        http=protocol_class(limits),
+        timeout_keep_alive=int(limits.idle_timeout),
     )
     http_socket = _listen(options.host, options.http_port, shared, "--http-port")
     http = uvicorn.Server(config)

@@ -61,7 +61,7 @@ def test_a_connection_that_sends_nothing_is_closed(server):
 
 def test_a_body_that_stops_arriving_is_cut_off(server):
     with connect(server) as sock:
-        sock.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"inp")
+        sock.sendall(b'POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"inp')
         data, waited = read_until_closed(sock)
     assert waited < 5  # closed, whatever it managed to say
 

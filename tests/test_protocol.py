@@ -88,7 +88,13 @@ def test_malformed_json_data(data, shape, message):
 
 @pytest.mark.parametrize(
     "shape, message",
-    [([1] * 70, "rank 70 is over the limit"), ([-1], "non-negative"), ([True], "non-negative"), ("4", "a list")],
+    [
+        ([1] * 70, "rank 70 is over the limit"),
+        ([-1], "non-negative"),
+        ([True], "non-negative"),
+        ("4", "a list"),
+        ([0, 2**62], "larger than any tensor"),
+    ],
 )
 def test_shapes_are_checked(shape, message):
     with pytest.raises(RequestError, match=message):
@@ -107,7 +113,7 @@ def test_a_huge_declared_bytes_shape_is_refused_before_allocating():
     assert peak < 1 << 20  # 2**28 object slots would be 2 GiB
 
 
-@pytest.mark.parametrize("shape", [(2**63,), (2**40, 2**40)])
+@pytest.mark.parametrize("shape", [(2**39,), (2**20, 2**19)])
 def test_huge_numeric_shapes_are_refused_by_size(shape):
     with pytest.raises(RequestError, match="needs"):
         array_from_bytes(b"\0" * 16, F32, shape, "x")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from serving_helpers import (
     text_model,
 )
 
+FUZZ_EXAMPLES = int(os.environ.get("FERRY_FUZZ_EXAMPLES", "150"))  # raise it for a longer hunt
 tritonhttp = pytest.importorskip("tritonclient.http")
 tritongrpc = pytest.importorskip("tritonclient.grpc")
 
@@ -284,7 +286,11 @@ def test_fuzzed_requests_on_every_protocol_are_never_a_500(server):
                                {"Inference-Header-Content-Length": str(len(header))})  # fmt: skip
         return status, data
 
-    @hypothesis.settings(max_examples=120, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
     @hypothesis.given(
         case=st.one_of(
             http_bodies.map(lambda b: ("json", b)), binary.map(lambda b: ("binary", b)),
@@ -321,3 +327,50 @@ def test_fuzzed_requests_on_every_protocol_are_never_a_500(server):
         check()
     finally:
         channel.close()
+
+
+# --- images are decoded under a pixel limit, inside admission control ------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_server():
+    from ferry.cli._options import DEMO_ROOT
+
+    with running_server(DEMO_ROOT / "digits", "--max-queue", "2", "--max-image-pixels", "20") as s:
+        yield s
+
+
+def png(width: int, height: int, noise: bool = False) -> bytes:
+    import io
+
+    from PIL import Image
+
+    if noise:
+        pixels = np.random.default_rng(0).integers(0, 255, (height, width), dtype=np.uint8)
+        image = Image.fromarray(pixels, "L")
+    else:
+        image = Image.new("L", (width, height), 200)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(digits_server):
+    big = png(12000, 12000)  # a few hundred KB on the wire, 144 MP decoded
+    before = peak_rss_mb(digits_server.process.pid)
+    status, _, data = post(digits_server, "/v2/models/digits/predict", big, {"Content-Type": "image/png"})
+    assert status == 400 and "144.0 MP, over the limit of 20.0 MP" in strict_json(data)["error"]
+    assert peak_rss_mb(digits_server.process.pid) - before < 60
+
+
+def test_image_decoding_counts_against_the_queue_limit(digits_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = png(4000, 4000, noise=True)  # 16 MP: under the limit, a fraction of a second to decode
+
+    def upload(_):
+        return post(digits_server, "/v2/models/digits/predict", image, {"Content-Type": "image/png"})[0]
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(upload, range(12)))
+    assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses, statuses

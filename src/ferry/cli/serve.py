@@ -70,6 +70,13 @@ from ferry.cli._options import DEMO_ROOT
     show_default=True,
     help="Open HTTP connections; past it the longest-idle one is closed.",
 )
+@click.option(
+    "--max-image-pixels",
+    type=click.FloatRange(min=0.01),
+    default=50.0,
+    show_default=True,
+    help="Millions of pixels an uploaded image may have; larger ones are refused before decoding.",
+)
 def serve(
     path,
     demo,
@@ -98,6 +105,7 @@ def serve(
     idle_timeout,
     max_header_kb,
     max_connections,
+    max_image_pixels,
 ) -> None:
     """Serve models over the Open Inference Protocol (HTTP/REST and gRPC)."""
     from ferry.serving.batching import BatchPolicy
@@ -135,6 +143,7 @@ def serve(
         metrics_port=metrics_port,
         workers=workers,
         spinning=spin,
+        max_image_pixels=int(max_image_pixels * 1e6),
         limits=ConnectionLimits(header_timeout, body_timeout, idle_timeout, int(max_header_kb * 1024), max_connections),
     )
     if workers > 1 and model_control == "explicit":

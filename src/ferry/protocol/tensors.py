@@ -19,6 +19,7 @@ from ferry.errors import RequestError
 from ferry.protocol import datatypes
 
 MAX_RANK = 32  # numpy stops at 64; models seen here use at most 8
+MAX_EXTENT = 2**40  # elements in a tensor (ignoring zero dimensions): far past any body limit
 
 
 def check_shape(value: Any, name: str) -> tuple[int, ...]:
@@ -29,6 +30,9 @@ def check_shape(value: Any, name: str) -> tuple[int, ...]:
         raise RequestError(f"input {name!r}: 'shape' must be a list of non-negative integers, got {value!r}")
     if len(value) > MAX_RANK:
         raise RequestError(f"input {name!r}: rank {len(value)} is over the limit of {MAX_RANK}")
+    # numpy refuses shapes whose extent overflows its index type, even when a 0 makes them empty.
+    if math.prod(d for d in value if d) > MAX_EXTENT:
+        raise RequestError(f"input {name!r}: shape {list(value)} is larger than any tensor can be")
     return tuple(value)
 
 

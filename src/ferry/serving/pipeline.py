@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import numpy as np
 from ferry.errors import ConfigError, InputError
 from ferry.package import ModelPackage
 from ferry.processing import postprocess, preprocess_images
+from ferry.processing.image import MAX_PIXELS
 
 EXTRA_OUTPUTS = ("labels", "scores")
 
@@ -34,13 +37,27 @@ def wants_decoding(package: ModelPackage, inputs: dict[str, np.ndarray]) -> bool
     return value is not None and value.dtype == object and spec.dtype != "string"
 
 
-def decode_images(package: ModelPackage, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+_pool: ThreadPoolExecutor | None = None
+
+
+def decode_pool() -> ThreadPoolExecutor:
+    """Images are decoded in one bounded pool per process, one thread per core: a burst of large images
+    waits its turn there instead of taking every core from the engines and the event loop."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="ferry-decode")
+    return _pool
+
+
+def decode_images(
+    package: ModelPackage, inputs: dict[str, np.ndarray], max_pixels: int | None = MAX_PIXELS
+) -> dict[str, np.ndarray]:
     spec = package.signature.inputs[0]
     raw = inputs[spec.name].reshape(-1)
     # Plain JSON strings are not images; as UTF-8 bytes they fail to decode with a 400, as they should.
     images = [x if isinstance(x, bytes) else str(x).encode("utf-8", "surrogatepass") for x in raw]
     try:
-        return {spec.name: preprocess_images(images, package.manifest.preprocessing)}
+        return {spec.name: preprocess_images(images, package.manifest.preprocessing, max_pixels)}
     except InputError as exc:
         raise InputError(f"model {package.name!r}, input {spec.name!r}: {exc}") from None
 

@@ -35,6 +35,8 @@ class ServedModel:
     checker: InputChecker
     outputs: list[str]
     hook: Any = None
+    max_image_pixels: int | None = pipeline.MAX_PIXELS
+    decoding: int = 0  # requests whose images are being decoded: admitted, not yet queued
 
     @property
     def signature(self):
@@ -50,13 +52,28 @@ class ServedModel:
             raise InputError(f"model {self.name!r} has no output(s) {unknown}; outputs: {self.outputs}")
         return [o for o in requested if o in self.outputs] or self.outputs
 
+    async def _decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Decode images inside admission control: requests being decoded count against the queue limit,
+        so a burst of images is refused with 503 instead of decoded outside every bound."""
+        limit = self.batcher.policy.max_queue
+        if self.decoding + self.batcher.depth >= limit:
+            raise UnavailableError(f"queue is full ({limit} requests decoding or waiting); retry later")
+        self.decoding += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                pipeline.decode_pool(), pipeline.decode_images, self.package, inputs, self.max_image_pixels
+            )
+        finally:
+            self.decoding -= 1
+
     async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
         inputs = request.inputs
         if self.hook is not None and hasattr(self.hook, "preprocess"):
             inputs = await asyncio.to_thread(self.hook.preprocess, inputs)
         images = pipeline.wants_decoding(self.package, inputs)
         if images:
-            inputs = await asyncio.to_thread(pipeline.decode_images, self.package, inputs)
+            inputs = await self._decode(inputs)
         extra = pipeline.EXTRA_OUTPUTS if images and pipeline.has_topk(self.package) else ()
         outputs = await self.batcher.submit(inputs, self.check(inputs, request.outputs, extra))
         if extra:
@@ -102,6 +119,7 @@ class Registry:
         on_batch: Callable | None = None,
         hook: Any = None,
         spinning: bool = False,
+        max_image_pixels: int | None = pipeline.MAX_PIXELS,
     ):
         self.root = Path(root)
         self._defaults, self._backend, self._threads = defaults, backend, threads
@@ -115,6 +133,7 @@ class Registry:
         # Spinning engine threads take the cores from the event loop and from other workers, so servers
         # default to sleeping threads; a large model alone on the machine may still gain from spinning.
         self._spinning = spinning
+        self._max_image_pixels = max_image_pixels
 
     # --- loading ------------------------------------------------------------------------------------
 
@@ -201,7 +220,9 @@ class Registry:
 
         batcher = Batcher(run, spec.policy, _batchable(package), f"{spec.name}-{version}", on_batch)
         checker = InputChecker(spec.name, package.signature)
-        return ServedModel(spec.name, version, package, predictor, batcher, checker, outputs, self._hook)
+        return ServedModel(
+            spec.name, version, package, predictor, batcher, checker, outputs, self._hook, self._max_image_pixels
+        )
 
     def unload(self, name: str) -> None:
         with self._lock:

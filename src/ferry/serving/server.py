@@ -21,6 +21,7 @@ import grpc
 import uvicorn
 
 from ferry.errors import ConfigError
+from ferry.processing.image import MAX_PIXELS
 from ferry.serving.batching import BatchPolicy
 from ferry.serving.grpc.service import GrpcService
 from ferry.serving.http_app import build_app, metrics_app
@@ -49,6 +50,7 @@ class ServeOptions:
     workers: int = 1  # processes sharing the ports (SO_REUSEPORT), each with its own models and queues
     spinning: bool = False  # let idle engine threads spin (see Config.set_spinning)
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    max_image_pixels: int = MAX_PIXELS  # images larger than this are refused before decoding
 
 
 def build_service(options: ServeOptions) -> Service:
@@ -59,7 +61,14 @@ def build_service(options: ServeOptions) -> Service:
         hook = load_hook(options.hook)
     metrics = Metrics()
     registry = Registry(
-        options.path, options.policy, options.backend, options.threads, metrics.on_batch, hook, options.spinning
+        options.path,
+        options.policy,
+        options.backend,
+        options.threads,
+        metrics.on_batch,
+        hook,
+        options.spinning,
+        options.max_image_pixels,
     )
     service = Service(registry, options.settings, metrics)
     failures = service.registry.load_all()

@@ -77,6 +77,17 @@ from ferry.cli._options import DEMO_ROOT
     show_default=True,
     help="Millions of pixels an uploaded image may have; larger ones are refused before decoding.",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM certificate (chain): HTTPS and gRPC over TLS.",
+)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM private key.")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM CA: clients must present a certificate it signed (mTLS).",
+)
 def serve(
     path,
     demo,
@@ -106,17 +117,23 @@ def serve(
     max_header_kb,
     max_connections,
     max_image_pixels,
+    tls_cert,
+    tls_key,
+    tls_client_ca,
 ) -> None:
     """Serve models over the Open Inference Protocol (HTTP/REST and gRPC)."""
     from ferry.serving.batching import BatchPolicy
     from ferry.serving.http_limits import ConnectionLimits
-    from ferry.serving.server import ServeOptions, run_workers
+    from ferry.serving.server import ServeOptions, TlsFiles, run_workers
     from ferry.serving.service import Settings
 
     if demo:
         path = DEMO_ROOT / "digits"
     if path is None:
         raise click.UsageError("give a package or a model repository folder (or --demo)")
+    if (tls_cert is None) != (tls_key is None) or (tls_client_ca is not None and tls_cert is None):
+        raise click.UsageError("TLS needs --tls-cert and --tls-key together (and both for --tls-client-ca)")
+    tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert is not None else None
     if api_key_file is not None:
         api_key = api_key_file.read_text(encoding="utf-8").strip()
     loopback = host in ("127.0.0.1", "localhost", "::1")
@@ -144,6 +161,7 @@ def serve(
         workers=workers,
         spinning=spin,
         max_image_pixels=int(max_image_pixels * 1e6),
+        tls=tls,
         limits=ConnectionLimits(header_timeout, body_timeout, idle_timeout, int(max_header_kb * 1024), max_connections),
     )
     if workers > 1 and model_control == "explicit":

@@ -1,6 +1,7 @@
 """`ferry.client`: call a ferry server (or any Open Inference Protocol server) with numpy in and out.
 
-    client = Client("http://127.0.0.1:8000")       # or "grpc://127.0.0.1:8001"
+    client = Client("http://127.0.0.1:8000")       # or "grpc://127.0.0.1:8001"; https:// and grpcs:// with
+                                                   # tls=ClientTls(ca=..., cert=..., key=...)
     outputs = client.infer("digits", {"image": batch})
 
 Tensors travel as binary by default. Errors raise ferry's own: InputError (400), ModelNotFoundError
@@ -14,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from ferry.client import wire
+from ferry.client.wire import ClientTls
 
 
 def _transport(url: str, asynchronous: bool) -> Any:
-    if url.startswith("grpc://"):
+    if url.startswith(("grpc://", "grpcs://")):
         from ferry.client import grpc as g
 
         return g.AsyncGrpcClient if asynchronous else g.GrpcClient
@@ -25,15 +27,15 @@ def _transport(url: str, asynchronous: bool) -> Any:
         from ferry.client import http as h
 
         return h.AsyncHttpClient if asynchronous else h.HttpClient
-    raise ValueError(f"url must start with http://, https:// or grpc://, got {url!r}")
+    raise ValueError(f"url must start with http://, https://, grpc:// or grpcs://, got {url!r}")
 
 
 class Client:
     """A synchronous client; safe to share between threads (one connection per thread)."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0):
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0, tls: ClientTls | None = None):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        self._t = _transport(url, asynchronous=False)(url, headers, timeout)
+        self._t = _transport(url, asynchronous=False)(url, headers, timeout, tls)
 
     def live(self) -> bool:
         return self._t.live()
@@ -71,9 +73,9 @@ class Client:
 class AsyncClient:
     """The asyncio twin of `Client`."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0):
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0, tls: ClientTls | None = None):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        self._t = _transport(url, asynchronous=True)(url, headers, timeout)
+        self._t = _transport(url, asynchronous=True)(url, headers, timeout, tls)
 
     async def live(self) -> bool:
         return await self._t.live()
@@ -105,4 +107,4 @@ class AsyncClient:
         await self.close()
 
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["AsyncClient", "Client", "ClientTls"]

@@ -56,8 +56,13 @@ def _stubs(channel: Any) -> dict[str, Any]:
 
 
 class GrpcClient:
-    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 60.0):
-        self._channel = grpc.insecure_channel(_target(url))
+    def __init__(
+        self, url: str, headers: dict[str, str] | None = None, timeout: float = 60.0, tls: wire.ClientTls | None = None
+    ):
+        if url.startswith("grpcs://"):
+            self._channel = grpc.secure_channel(_target(url), (tls or wire.ClientTls()).grpc_credentials())
+        else:
+            self._channel = grpc.insecure_channel(_target(url))
         self._call = _stubs(self._channel)
         self._metadata = [(k.lower(), v) for k, v in (headers or {}).items()]
         self._timeout = timeout
@@ -104,8 +109,13 @@ class GrpcClient:
 
 
 class AsyncGrpcClient:
-    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 60.0):
-        self._channel = grpc.aio.insecure_channel(_target(url))
+    def __init__(
+        self, url: str, headers: dict[str, str] | None = None, timeout: float = 60.0, tls: wire.ClientTls | None = None
+    ):
+        if url.startswith("grpcs://"):
+            self._channel = grpc.aio.secure_channel(_target(url), (tls or wire.ClientTls()).grpc_credentials())
+        else:
+            self._channel = grpc.aio.insecure_channel(_target(url))
         self._call = _stubs(self._channel)
         self._metadata = [(k.lower(), v) for k, v in (headers or {}).items()]
         self._timeout = timeout

@@ -21,9 +21,12 @@ def _path(model: str, version: str | None, tail: str = "") -> str:
 
 
 class HttpClient:
-    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 60.0):
+    def __init__(
+        self, url: str, headers: dict[str, str] | None = None, timeout: float = 60.0, tls: wire.ClientTls | None = None
+    ):
         parts = urlsplit(url)
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 8000
+        self._context = (tls or wire.ClientTls()).ssl_context() if parts.scheme == "https" else None
         self._headers = dict(headers or {})
         self._timeout = timeout
         self._local = threading.local()
@@ -31,7 +34,10 @@ class HttpClient:
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            if self._context is not None:
+                conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._context)
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             self._local.conn = conn
         return conn
 
@@ -99,10 +105,13 @@ def _infer_body(inputs: dict[str, np.ndarray], outputs: list[str] | None, binary
 
 
 class AsyncHttpClient:
-    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 60.0):
+    def __init__(
+        self, url: str, headers: dict[str, str] | None = None, timeout: float = 60.0, tls: wire.ClientTls | None = None
+    ):
         import httpx
 
-        self._client = httpx.AsyncClient(base_url=url, headers=headers or {}, timeout=timeout)
+        verify = (tls or wire.ClientTls()).ssl_context() if url.startswith("https://") else True
+        self._client = httpx.AsyncClient(base_url=url, headers=headers or {}, timeout=timeout, verify=verify)
 
     async def live(self) -> bool:
         return (await self._client.get("/v2/health/live")).status_code == 200

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +13,28 @@ import numpy as np
 from ferry.errors import FerryError, InputError, error_for_status
 from ferry.protocol import datatypes
 from ferry.protocol.tensors import array_from_answer, array_from_bytes
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS for `Client`: the CA that signed the server's certificate (None: the system's), and a client
+    certificate and key for servers that ask for one (mTLS)."""
+
+    ca: str | Path | None = None
+    cert: str | Path | None = None
+    key: str | Path | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        if self.cert:
+            context.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
+        return context
+
+    def grpc_credentials(self) -> Any:
+        import grpc
+
+        read = lambda p: Path(p).read_bytes() if p else None  # noqa: E731
+        return grpc.ssl_channel_credentials(read(self.ca), read(self.key), read(self.cert))
 
 
 def as_inputs(inputs: dict[str, np.ndarray] | np.ndarray, name: str | None) -> dict[str, np.ndarray]:

@@ -33,6 +33,31 @@ from ferry.serving.service import Service, Settings
 log = logging.getLogger("ferry.serve")
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """HTTPS and gRPC over TLS; with `client_ca`, clients must show a certificate it signed (mTLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        import ssl
+
+        return {
+            "ssl_certfile": str(self.cert),
+            "ssl_keyfile": str(self.key),
+            "ssl_ca_certs": str(self.client_ca) if self.client_ca else None,
+            "ssl_cert_reqs": ssl.CERT_REQUIRED if self.client_ca else ssl.CERT_NONE,
+        }
+
+    def grpc_credentials(self) -> grpc.ServerCredentials:
+        ca = self.client_ca.read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())], root_certificates=ca, require_client_auth=ca is not None
+        )
+
+
 @dataclass
 class ServeOptions:
     path: Path
@@ -51,6 +76,7 @@ class ServeOptions:
     spinning: bool = False  # let idle engine threads spin (see Config.set_spinning)
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     max_image_pixels: int = MAX_PIXELS  # images larger than this are refused before decoding
+    tls: TlsFiles | None = None
 
 
 def build_service(options: ServeOptions) -> Service:
@@ -160,6 +186,28 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="ferry-parent-watch", daemon=True).start()
 
 
+async def _start_grpc(options: ServeOptions, service: Service, shared: bool) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", options.settings.max_body_bytes),
+            ("grpc.so_reuseport", 1 if shared else 0),
+        ]
+    )
+    server.add_generic_rpc_handlers((GrpcService(service).handler(),))
+    address = f"{options.host}:{options.grpc_port}"
+    try:
+        if options.tls is not None:
+            bound = server.add_secure_port(address, options.tls.grpc_credentials())
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio raises when the port is taken
+        raise port_error(options.host, options.grpc_port, "--grpc-port", str(exc)) from None
+    if not bound:
+        raise port_error(options.host, options.grpc_port, "--grpc-port", "address in use")
+    await server.start()
+    return server
+
+
 async def serve(options: ServeOptions, ready: asyncio.Event | None = None, announce: bool = True) -> None:
     service = build_service(options)
     shared = options.workers > 1
@@ -175,27 +223,12 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None, annou
         lifespan="off",
         http=protocol_class(limits),
         timeout_keep_alive=int(limits.idle_timeout),
+        **(options.tls.uvicorn_options() if options.tls else {}),
     )
     http_socket = _listen(options.host, options.http_port, shared, "--http-port")
     http = uvicorn.Server(config)
     http.install_signal_handlers = lambda: None  # ours below stop both servers
-    grpc_server = None
-    if options.grpc_port is not None:
-        grpc_server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", options.settings.max_body_bytes),
-                ("grpc.so_reuseport", 1 if shared else 0),
-            ]
-        )
-        grpc_server.add_generic_rpc_handlers((GrpcService(service).handler(),))
-        address = f"{options.host}:{options.grpc_port}"
-        try:
-            bound = grpc_server.add_insecure_port(address)
-        except RuntimeError as exc:  # grpcio raises when the port is taken
-            raise port_error(options.host, options.grpc_port, "--grpc-port", str(exc)) from None
-        if not bound:
-            raise port_error(options.host, options.grpc_port, "--grpc-port", "address in use")
-        await grpc_server.start()
+    grpc_server = await _start_grpc(options, service, shared) if options.grpc_port is not None else None
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -215,7 +248,7 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None, annou
     if options.metrics_port is not None:
         metrics_server = uvicorn.Server(
             uvicorn.Config(metrics_app(service), host=options.host, port=options.metrics_port, log_level="warning",
-                           access_log=False, lifespan="off")
+                           access_log=False, lifespan="off", **(options.tls.uvicorn_options() if options.tls else {}))
         )  # fmt: skip
         metrics_server.install_signal_handlers = lambda: None
         metrics_task = asyncio.create_task(
@@ -250,13 +283,14 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None, annou
 
 
 def _announce(options: ServeOptions, service: Service) -> None:
-    base = f"http://{options.host}:{options.http_port}"
+    scheme = "https" if options.tls else "http"
+    base = f"{scheme}://{options.host}:{options.http_port}"
     for model in service.registry.all_models():
         log.warning("serving %s version %s (%s)", model.name, model.version, model.predictor.backend)
     for row in service.registry.index():
         if row["state"] != "READY":
             log.warning("not serving %s version %s: %s", row["name"], row["version"], row["reason"])
-    metrics = f"http://{options.host}:{options.metrics_port}" if options.metrics_port else base
+    metrics = f"{scheme}://{options.host}:{options.metrics_port}" if options.metrics_port else base
     log.warning("HTTP  %s/v2  (metrics at %s/metrics)", base, metrics)
     if options.workers > 1:
         log.warning("%d worker processes share the ports", options.workers)

@@ -377,6 +377,19 @@ def test_fuzzed_bodies_never_cause_a_500(server):
 # --- ferry's own client ---------------------------------------------------------------------------
 
 
+def test_the_client_does_not_import_the_server():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ferry.client, ferry.client.grpc, ferry.client.http\n"
+        "server = ('ferry.serving', 'prometheus_client', 'starlette', 'uvicorn')\n"
+        "print([m for m in sys.modules if m.startswith(server)])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("scheme", ["http", "grpc"])
 def test_ferry_client_sync(server, scheme):
     from ferry.client import Client

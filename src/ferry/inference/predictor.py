@@ -104,11 +104,17 @@ class Predictor:
                     f"model {self._model!r} takes {len(self._inputs)} inputs {list(self._inputs)}; "
                     "pass a dict of arrays"
                 )
-        inputs = self._checker.prepare(inputs)
-        if validate:
-            self._checker.check(inputs)
+        inputs = self.check_inputs(inputs) if validate else self._checker.prepare(inputs)
         names = self._output_names if outputs is None else self._check_outputs(outputs)
         return dict(zip(names, self._session.run(inputs, names)))
+
+    def check_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The checks `predict` makes, alone: the server runs them per request before it merges requests
+        into one batch, then calls `predict(..., validate=False)` on the batch. Returns the feeds as the
+        engine takes them (numpy scalars as 0-d arrays, string bytes as text)."""
+        inputs = self._checker.prepare(inputs)
+        self._checker.check(inputs)
+        return inputs
 
     def _check_outputs(self, outputs: list[str]) -> list[str]:
         unknown = [o for o in outputs if o not in self._outputs]

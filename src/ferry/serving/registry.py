@@ -15,7 +15,6 @@ import numpy as np
 
 import ferry
 from ferry.errors import FerryError, InputError, ModelNotFoundError, PackageError, RequestError, UnavailableError
-from ferry.inference.validate import InputChecker
 from ferry.serving import pipeline
 from ferry.serving.batching import Batcher, BatchPolicy
 from ferry.serving.codec import InferRequest
@@ -32,7 +31,6 @@ class ServedModel:
     package: ferry.ModelPackage
     predictor: ferry.Predictor
     batcher: Batcher
-    checker: InputChecker
     outputs: list[str]
     hook: Any = None
     max_image_pixels: int | None = pipeline.MAX_PIXELS
@@ -44,7 +42,7 @@ class ServedModel:
 
     def check(self, inputs: dict[str, np.ndarray], requested: list[str] | None, extra: tuple[str, ...] = ()):
         """Validate before queueing: inputs against the signature, requested outputs against the model."""
-        self.checker.check(inputs)
+        self.predictor.check_inputs(inputs)
         if requested is None:
             return self.outputs
         unknown = [o for o in requested if o not in self.outputs and o not in extra]
@@ -219,10 +217,7 @@ class Registry:
                 self._on_batch(spec.name, version, rows, seconds, waits)
 
         batcher = Batcher(run, spec.policy, _batchable(package), f"{spec.name}-{version}", on_batch)
-        checker = InputChecker(spec.name, package.signature)
-        return ServedModel(
-            spec.name, version, package, predictor, batcher, checker, outputs, self._hook, self._max_image_pixels
-        )
+        return ServedModel(spec.name, version, package, predictor, batcher, outputs, self._hook, self._max_image_pixels)
 
     def unload(self, name: str) -> None:
         with self._lock:

@@ -217,6 +217,10 @@ def main() -> None:
     parser.add_argument("--litserve-python", default="/tmp/venv-litserve/bin/python")
     parser.add_argument("--bentoml-python", default="/tmp/venv-bento/bin/python")
     parser.add_argument("--only", default="", help="comma-separated server names (or their starts) to run")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="another ferry's src/ folder (a git worktree of an older commit), "
+        "served as 'ferry baseline (1 worker)' for an A/B in the same run"
+    )  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ferry-serving-bench-"))
     pkg = make_model(work)
@@ -233,6 +237,9 @@ def main() -> None:
             None, f"http://127.0.0.1:{port}/v2/models/mlp/infer", work / "oip.lua",
         ),
     }  # fmt: skip
+    if args.baseline is not None:
+        cmd, _, url, lua = servers["ferry (1 worker)"]
+        servers["ferry baseline (1 worker)"] = (cmd, {"PYTHONPATH": str(args.baseline.resolve())}, url, lua)
     if Path(args.triton_python).exists():
         app = work / "pytriton_app.py"
         app.write_text(PYTRITON_APP)
@@ -274,7 +281,7 @@ def main() -> None:
     if args.only:
         wanted = [w.strip() for w in args.only.split(",")]
         servers = {n: v for n, v in servers.items() if any(n.startswith(w) for w in wanted)}
-    grpc_servers = {"ferry (1 worker)", "ferry (2 workers)", "PyTriton"}
+    grpc_servers = {"ferry (1 worker)", "ferry (2 workers)", "ferry baseline (1 worker)", "PyTriton"}
     body = grpc_body(work)
     grpc_results: dict[str, dict[int, dict[str, float]]] = {}
     results: dict[str, dict[int, dict[str, float]]] = {}

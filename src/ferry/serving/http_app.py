@@ -144,7 +144,7 @@ class HttpApi:
 
         async def run(request: Request) -> Response:
             try:
-                if access != OPEN:
+                if access == ADMIN or (access == USER and service.settings.api_key is not None):
                     service.admit(request.headers, admin=access == ADMIN)
                 if write:
                     check_admin_write(request)

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from ferry.package import ModelPackage
-from ferry.package.graph import op_histogram
+from ferry.package.graph import fixed_size, op_histogram
 
 
 def parameter_count(model: onnx.ModelProto) -> int:
@@ -26,7 +26,7 @@ def _concrete(model: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
     m.CopyFrom(model)
     for value in m.graph.input:
         for d in value.type.tensor_type.shape.dim:
-            if not d.HasField("dim_value"):
+            if fixed_size(d) is None:
                 d.dim_value = dims.get(d.dim_param, 1)
     try:
         return onnx.shape_inference.infer_shapes(m, data_prop=True)
@@ -38,7 +38,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     shapes = {}
     for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
         dims = v.type.tensor_type.shape.dim
-        if all(d.HasField("dim_value") for d in dims):
+        if all(fixed_size(d) is not None for d in dims):
             shapes[v.name] = [d.dim_value for d in dims]
     for t in model.graph.initializer:
         shapes[t.name] = list(t.dims)

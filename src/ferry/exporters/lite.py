@@ -18,6 +18,7 @@ from ferry.lite.format import save
 from ferry.lite.fusion import fuse_attention
 from ferry.lite.graph import Graph, Node, Value
 from ferry.lite.planner import Plan
+from ferry.package.graph import fixed_size
 
 
 def _dtype(elem_type: int) -> str | None:
@@ -34,7 +35,7 @@ def _value(info: onnx.ValueInfoProto) -> Value:
         t = info.type.tensor_type
         shape = None
         if t.HasField("shape"):
-            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+            shape = [fixed_size(d) or d.dim_param or None for d in t.shape.dim]
         return Value(info.name, _dtype(t.elem_type), shape)
     if kind == "sequence_type":
         return Value(info.name, "sequence")

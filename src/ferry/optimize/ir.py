@@ -8,6 +8,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ferry.package.graph import fixed_size
+
 
 def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
     names: set[str] = set()
@@ -135,7 +137,7 @@ def shapes(model: onnx.ModelProto) -> dict[str, list]:
     """Name -> dimensions (an int, a symbol, or '' when unknown) for every tensor whose shape is recorded."""
     known = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
     return {
-        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+        v.name: [fixed_size(d) or d.dim_param for d in v.type.tensor_type.shape.dim]
         for v in known
         if v.type.tensor_type.HasField("shape")
     }

@@ -28,14 +28,23 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [v for v in model.graph.input if v.name not in inits]
 
 
+# Dimension names that mean "unknown", not a name that two axes can share: Paddle2ONNX writes "?".
+ANONYMOUS_DIMS = frozenset({"", "?", "-1", "None"})
+
+
+def fixed_size(d: onnx.TensorShapeProto.Dimension) -> int | None:
+    """A dimension's size when the graph fixes it, else None. Only positive sizes are fixed: older
+    exporters wrote -1 (PP-OCR's models as rapidocr ships them) or 0 for "dynamic"."""
+    return int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+
+
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
     ttype = value.type.tensor_type
     dims: list[Dim] = []
     for axis, d in enumerate(ttype.shape.dim):
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        else:
-            dims.append(d.dim_param or f"{value.name}_dim{axis}")
+        size = fixed_size(d)
+        named = d.dim_param not in ANONYMOUS_DIMS
+        dims.append(size if size is not None else (d.dim_param if named else f"{value.name}_dim{axis}"))
     return TensorSpec(value.name, name_from_onnx(ttype.elem_type), tuple(dims), value.doc_string)
 
 
@@ -60,14 +69,14 @@ def name_dynamic_dims(
         if not value.type.HasField("tensor_type"):
             continue
         for axis, d in enumerate(value.type.tensor_type.shape.dim):
-            if d.HasField("dim_value"):
+            if fixed_size(d) is not None:
                 continue
-            key = f"{value.name}:{axis}"
+            key = f"{value.name}:{axis}"  # a -1 below becomes a name: setting dim_param clears dim_value
             if key in dim_names:
                 d.dim_param = dim_names[key]
             elif d.dim_param in dim_names:
                 d.dim_param = dim_names[d.dim_param]
-            elif not d.dim_param:
+            elif d.dim_param in ANONYMOUS_DIMS:
                 d.dim_param = batch_name if axis == 0 else f"{value.name}_dim{axis}"
 
 

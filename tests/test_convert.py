@@ -214,7 +214,7 @@ def test_sklearn_from_pickle_and_joblib(tmp_path, digits):
         pickle.dump(reg, f)
     joblib.dump(reg, tmp_path / "m.joblib")
     for source in ("m.pkl", "m.joblib"):
-        result = ferry.convert(tmp_path / source, tmp_path / f"pkg-{source}")
+        result = ferry.convert(tmp_path / source, tmp_path / f"pkg-{source}", trust_pickle=True)
         got = ferry.create_predictor(ferry.Config(result.package)).predict(x[:50])
         np.testing.assert_allclose(next(iter(got.values())).ravel(), reg.predict(x[:50]), rtol=1e-4, atol=1e-4)
 
@@ -222,7 +222,79 @@ def test_sklearn_from_pickle_and_joblib(tmp_path, digits):
 def test_sklearn_bad_pickle(tmp_path):
     (tmp_path / "bad.pkl").write_bytes(b"not a pickle")
     with pytest.raises(ConversionError, match="could not unpickle"):
-        ferry.convert(tmp_path / "bad.pkl", tmp_path / "out")
+        ferry.convert(tmp_path / "bad.pkl", tmp_path / "out", trust_pickle=True)
+
+
+class _Payload:
+    """A pickle that writes a file when it is read: what an untrusted model file can do."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+def _touch(path: str) -> None:
+    with open(path, "w") as f:
+        f.write("ran")
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".joblib"])
+def test_pickles_are_refused_unless_trusted_and_their_code_never_runs(tmp_path, suffix):
+    marker = tmp_path / "payload-ran"
+    with open(tmp_path / f"evil{suffix}", "wb") as f:
+        pickle.dump(_Payload(str(marker)), f)
+    with pytest.raises(ConversionError, match="--trust-pickle"):
+        ferry.convert(tmp_path / f"evil{suffix}", tmp_path / "out")
+    assert not marker.exists()
+    from ferry.cli import main
+
+    assert main(["convert", str(tmp_path / f"evil{suffix}"), "-o", str(tmp_path / "out")]) != 0
+    assert not marker.exists()
+
+
+def test_skops_files_convert_without_trust(tmp_path, digits):
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = digits
+    clf = LogisticRegression(max_iter=300).fit(x, y)
+    sio.dump(clf, tmp_path / "clf.skops")
+    result = ferry.convert(tmp_path / "clf.skops", tmp_path / "pkg")
+    out = ferry.create_predictor(ferry.Config(result.package)).predict(x[:100])
+    assert (out["label"] == clf.predict(x[:100])).all()
+
+
+def test_sklearn_packages_batch_and_dims_can_be_renamed_from_the_cli(tmp_path, digits, capsys):
+    from sklearn.ensemble import RandomForestClassifier
+
+    from ferry.cli import main
+
+    x, y = digits
+    clf = RandomForestClassifier(n_estimators=4, max_depth=5, random_state=0).fit(x, y)
+    with open(tmp_path / "rf.pkl", "wb") as f:
+        pickle.dump(clf, f)
+    result = ferry.convert(tmp_path / "rf.pkl", tmp_path / "rf", trust_pickle=True)
+    sig = result.package.signature
+    assert all(spec.shape[0] == "batch" for spec in [*sig.inputs, *sig.outputs]), sig
+    assert "label: 8/8 equal" in str(result.parity)  # labels are compared as labels, not as floats
+    args = ["convert", str(tmp_path / "rf.pkl"), "-o", str(tmp_path / "rf2"), "--trust-pickle"]
+    assert main([*args, "--dim", "input:0=rows", "--overwrite"]) == 0, capsys.readouterr()
+    assert ferry.load(tmp_path / "rf2").signature.inputs[0].shape[0] == "rows"
+
+
+def test_inspect_counts_sklearn_parameters_and_flops(tmp_path, digits):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from ferry.stats import describe
+
+    x, y = digits
+    for est in (LogisticRegression(max_iter=200), RandomForestClassifier(n_estimators=3, random_state=0)):
+        package = ferry.convert(est.fit(x, y), tmp_path / type(est).__name__, example_inputs=x[:16]).package
+        info = describe(package)
+        assert info["parameters"] > 0 and info["flops_estimate"] > 0, info
 
 
 # --- ONNX and parity -------------------------------------------------------------------------------

@@ -18,7 +18,30 @@ from ferry.package.graph import fixed_size, op_histogram
 
 
 def parameter_count(model: onnx.ModelProto) -> int:
-    return sum(math.prod(t.dims) for t in model.graph.initializer)
+    """Initializer elements, plus the numbers that ai.onnx.ml ops (scikit-learn's trees, linear models,
+    SVMs) keep in their attributes instead."""
+    total = sum(math.prod(t.dims) for t in model.graph.initializer)
+    for node in model.graph.node:
+        if node.domain == "ai.onnx.ml":
+            for a in node.attribute:
+                total += len(a.floats) + len(a.ints) + (math.prod(a.t.dims) if a.HasField("t") else 0)
+    return total
+
+
+def _ml_flops(node: onnx.NodeProto, rows: int) -> int | None:
+    """FLOPs of one ai.onnx.ml op for `rows` rows (a comparison or a multiply-add counts two), or None."""
+    values = {a.name: a for a in node.attribute}
+    if node.op_type in ("LinearClassifier", "LinearRegressor") and "coefficients" in values:
+        return 2 * len(values["coefficients"].floats) * rows
+    if node.op_type in ("SVMClassifier", "SVMRegressor") and "support_vectors" in values:
+        return 2 * len(values["support_vectors"].floats) * rows
+    if node.op_type.startswith("TreeEnsemble") and "nodes_treeids" in values:
+        sizes: dict[int, int] = {}
+        for tree in values["nodes_treeids"].ints:
+            sizes[tree] = sizes.get(tree, 0) + 1
+        # One comparison per level on the way down a balanced tree of n nodes.
+        return 2 * sum(max(1, math.ceil(math.log2(n + 1))) for n in sizes.values()) * rows
+    return None
 
 
 def _concrete(model: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
@@ -50,7 +73,13 @@ def estimate_flops(model: onnx.ModelProto, dims: dict[str, int] | None = None) -
     inferred = _concrete(model, dims or {})
     shapes = _shapes(inferred)
     total = 0
+    rows = (dims or {}).get("batch", 1)
     for node in inferred.graph.node:
+        if node.domain == "ai.onnx.ml":
+            ml = _ml_flops(node, rows)
+            if ml is not None:
+                total += ml
+                continue
         out = shapes.get(node.output[0]) if node.output else None
         if out is None:
             continue

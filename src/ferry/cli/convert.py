@@ -21,9 +21,13 @@ from ferry.cli._options import parse_dims
 @click.option("--check/--no-check", default=True, show_default=True, help="Compare with the source numerically.")
 @click.option("--atol", type=float, default=1e-4, show_default=True)
 @click.option("--rtol", type=float, default=1e-3, show_default=True)
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
-def convert(source, output, name, model_version, opset, outputs, dims, labels, check, atol, rtol, force) -> None:
-    """Convert an ONNX file, a PaddlePaddle inference model or a pickled scikit-learn model into a package.
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--trust-pickle", is_flag=True, help="Read a .pkl/.joblib file: it runs code; only for files you trust.")
+def convert(
+    source, output, name, model_version, opset, outputs, dims, labels, check, atol, rtol, overwrite, trust_pickle
+) -> None:
+    """Convert an ONNX file, a PaddlePaddle inference model or a scikit-learn model (.skops, or a pickle
+    with --trust-pickle) into a package.
 
     PyTorch modules are Python objects: use ferry.export(module, example_inputs, path) from Python.
     """
@@ -35,8 +39,10 @@ def convert(source, output, name, model_version, opset, outputs, dims, labels, c
         "check": check,
         "atol": atol,
         "rtol": rtol,
-        "overwrite": force,
+        "overwrite": overwrite,
     }
+    if trust_pickle:
+        kwargs["trust_pickle"] = True
     if outputs:
         kwargs["outputs"] = [o.strip() for o in outputs.split(",") if o.strip()]
     if dims:

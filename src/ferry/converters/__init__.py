@@ -29,12 +29,12 @@ def detect(source: Any) -> str:
             raise ConversionError(f"{p}: no such file or folder")
         if p.suffix == ".onnx":
             return "onnx"
-        if p.suffix in (".pkl", ".pickle", ".joblib"):
+        if p.suffix in (".pkl", ".pickle", ".joblib", ".skops"):
             return "sklearn"
         if p.suffix in (".json", ".pdmodel") or not p.exists() or p.is_dir():
             return "paddle"
         raise ConversionError(
-            f"{p}: cannot tell the framework from the name; expected .onnx, .pkl/.joblib (scikit-learn), "
+            f"{p}: cannot tell the framework from the name; expected .onnx, .skops/.pkl/.joblib (scikit-learn), "
             ".json/.pdmodel or a folder (PaddlePaddle)"
         )
     kinds = {cls.__module__.split(".")[0] for cls in type(source).__mro__}

@@ -13,11 +13,20 @@ from ferry.package.manifest import Signature
 
 @dataclass(frozen=True)
 class OutputDiff:
+    """How one output compares. Labels, integers, strings and booleans must be equal, and the report says
+    how many are; numbers get the largest absolute difference, and the largest relative one over the
+    elements whose magnitude is above the absolute tolerance (near zero a relative difference says
+    nothing: 1e-9 against 0 is "100%")."""
+
     name: str
-    max_abs: float
-    max_rel: float
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    equal: int | None = None  # for exact outputs: how many elements are equal
+    total: int = 0
 
     def line(self) -> str:
+        if self.equal is not None:
+            return f"{self.name}: {self.equal}/{self.total} equal"
         return f"{self.name}: max abs diff {self.max_abs:.3g}, max rel diff {self.max_rel:.3g}"
 
 
@@ -56,16 +65,17 @@ def compare(
             raise ParityError(
                 f"model {model!r}, output {name!r}: source shape {list(want.shape)}, package {list(got.shape)}"
             )
-        if want.dtype.kind in "OUSb" or got.dtype.kind in "OUSb":
-            same = bool(np.array_equal(want, got))
-            diffs.append(OutputDiff(name, 0.0 if same else 1.0, 0.0 if same else 1.0))
-            if not same:
-                failures.append(f"{name}: values differ")
+        if want.dtype.kind in "OUSbiu" or got.dtype.kind in "OUSbiu":
+            equal = int(np.sum(want == got)) if want.size else 0
+            diffs.append(OutputDiff(name, equal=equal, total=int(want.size)))
+            if equal != want.size:
+                failures.append(f"{name}: {want.size - equal} of {want.size} values differ")
             continue
         w, g = want.astype(np.float64), got.astype(np.float64)
         err = np.abs(w - g)
         max_abs = float(err.max()) if err.size else 0.0
-        max_rel = float((err / np.maximum(np.abs(w), 1e-12)).max()) if err.size else 0.0
+        meaningful = np.abs(w) > atol
+        max_rel = float((err[meaningful] / np.abs(w[meaningful])).max()) if meaningful.any() else 0.0
         diffs.append(OutputDiff(name, max_abs, max_rel))
         if err.size and bool((err > atol + rtol * np.abs(w)).any()):
             failures.append(f"{name}: max abs diff {max_abs:.3g} > atol {atol:g} + rtol {rtol:g} * |source|")

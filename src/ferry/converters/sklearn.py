@@ -17,11 +17,25 @@ from ferry.converters._common import check_package, ferry_version, quiet, versio
 from ferry.converters.result import Conversion
 from ferry.errors import ConversionError
 from ferry.package import Provenance, save
+from ferry.package.graph import fixed_size, graph_inputs
 
 
-def load_estimator(source: str | os.PathLike[str]) -> Any:
-    """Unpickle an estimator. Unpickling runs code: only open files you trust."""
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+
+
+def load_estimator(source: str | os.PathLike[str], trust_pickle: bool = False) -> Any:
+    """An estimator from a file. `.skops` files (scikit-learn's safe format) load without running code, and
+    refuse types outside skops' trusted list. Pickles (`.pkl`, `.pickle`, `.joblib`) run code when they are
+    read, as `torch.load` without `weights_only` does: they load only with `trust_pickle=True`."""
     source = Path(source)
+    if source.suffix == ".skops":
+        return _load_skops(source)
+    if not trust_pickle:
+        raise ConversionError(
+            f"{source}: a pickle runs code when it is read, so ferry opens one only when told the file is "
+            "trusted: --trust-pickle (trust_pickle=True in Python). Safer: save the model with skops "
+            "(skops.io.dump(model, 'model.skops')) and convert that"
+        )
     try:
         if source.suffix == ".joblib":
             import joblib
@@ -31,6 +45,27 @@ def load_estimator(source: str | os.PathLike[str]) -> Any:
             return pickle.load(f)
     except Exception as exc:
         raise ConversionError(f"{source}: could not unpickle an estimator: {exc}") from exc
+
+
+def _load_skops(source: Path) -> Any:
+    try:
+        import skops.io as sio
+    except ImportError:
+        raise ConversionError("reading .skops files needs skops: pip install 'ferry[sklearn]'") from None
+    try:
+        untrusted = sio.get_untrusted_types(file=source)
+    except Exception as exc:
+        raise ConversionError(f"{source}: not a skops file: {exc}") from exc
+    if untrusted:
+        raise ConversionError(
+            f"{source}: holds types skops does not trust by default: {untrusted}; ferry loads only the ones "
+            "scikit-learn ships. Inspect them, then load the model yourself with "
+            "skops.io.load(path, trusted=[...]) and pass the estimator to ferry.convert"
+        )
+    try:
+        return sio.load(source)
+    except Exception as exc:
+        raise ConversionError(f"{source}: could not read the skops file: {exc}") from exc
 
 
 def convert_sklearn(
@@ -43,6 +78,7 @@ def convert_sklearn(
     check: bool = True,
     atol: float = 1e-4,
     rtol: float = 1e-3,
+    trust_pickle: bool = False,
     **package_fields: Any,
 ) -> Conversion:
     try:
@@ -50,7 +86,7 @@ def convert_sklearn(
     except ImportError:
         raise ConversionError("converting scikit-learn models needs skl2onnx: pip install 'ferry[sklearn]'") from None
     if isinstance(estimator, (str, os.PathLike)):
-        estimator = load_estimator(estimator)
+        estimator = load_estimator(estimator, trust_pickle)
     x = _example(estimator, example_inputs)
     classifier = hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_")
     options = {id(estimator): {"zipmap": False}} if classifier else None
@@ -71,7 +107,11 @@ def convert_sklearn(
         converter_version=version_of("skl2onnx"),
     )
     package_fields.setdefault("name", type(estimator).__name__.lower())
-    package = save(model, path, provenance=provenance, dim_names={"N": "batch"}, **package_fields)
+    # Every row of a scikit-learn model is one sample: axis 0 of every input and output is the batch, named
+    # so that the server merges requests (skl2onnx names them N, unk__0, unk__1, ...). --dim still wins.
+    batch = {f"{v.name}:0": "batch" for v in [*graph_inputs(model), *model.graph.output] if _dynamic_axis0(v)}
+    package_fields["dim_names"] = {**batch, **package_fields.get("dim_names", {})}
+    package = save(model, path, provenance=provenance, **package_fields)
     report = None
     if check:
         expected = [np.asarray(estimator.predict(x))]
@@ -93,6 +133,11 @@ def _example(estimator: Any, example: np.ndarray | None) -> np.ndarray:
             f"{type(estimator).__name__} does not say how many features it takes; pass example_inputs"
         )
     return np.random.default_rng(0).standard_normal((8, n)).astype(np.float32)
+
+
+def _dynamic_axis0(value: Any) -> bool:
+    dims = value.type.tensor_type.shape.dim
+    return bool(dims) and fixed_size(dims[0]) is None
 
 
 def _rename_value(model: Any, old: str, new: str) -> None:

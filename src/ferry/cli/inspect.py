@@ -62,6 +62,10 @@ def inspect(package: Path, as_json: bool, dims: tuple[str, ...]) -> None:
         f"from {prov['framework']} {prov['framework_version']} by {prov['converter']} "
         f"(opset {prov['opset']}, {prov['created']})"
     )
+    for step in prov.get("derived_from", []):
+        details = ", ".join(f"{k} {v}" for k, v in step.items() if k not in ("step", "from", "at") and v)
+        said = f"  then {step['step']} of {step.get('from', '?')} ({step.get('at', '')})"
+        console.print(said + (f": {details}" if details else ""))
     if info["preprocessing"]:
         console.print("preprocessing: " + " -> ".join(s["op"] for s in info["preprocessing"]))
     if info["postprocessing"]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ferry.compress.report import latency_ms, package_bytes
 from ferry.errors import ConfigError
+from ferry.package import derive
 
 KEEP_FP32 = ["Softmax", "LogSoftmax", "LayerNormalization", "BatchNormalization", "InstanceNormalization",
              "GroupNormalization", "ReduceMean", "ReduceSum", "ReduceL2", "Exp", "Log", "Pow", "Sqrt", "Erf",
@@ -73,21 +74,19 @@ def convert_precision(package: Any, out: str | Path, to: str = "fp16", eval_data
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: already exists (overwrite=True, or --overwrite)")
-    kwargs = dict(name=package.name, version=package.manifest.version, overwrite=True,
-                  preprocessing=package.manifest.preprocessing, postprocessing=package.manifest.postprocessing,
-                  labels=package.manifest.labels)  # fmt: skip
+    step = {"step": "convert-precision", "details": {"to": to}, "overwrite": True}
     model = package.full_model()
     if to == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=KEEP_FP32)
-        result = ferry.save(converted, out, compression={"precision": "fp16", "kept_fp32_ops": KEEP_FP32}, **kwargs)
+        result = derive(package, converted, out, compression={"precision": "fp16", "kept_fp32_ops": KEEP_FP32}, **step)
         backend = "onnxruntime"
     else:
         backend = "openvino"
         tuning = {"bf16": {"fastest": {"1": "openvino", "64": "openvino"}, "source": "ferry convert-precision"}}
         record = {"precision": "bf16", "run_precision": "bf16", "backend": "openvino"}
-        result = ferry.save(model, out, compression=record, tuning=tuning, **kwargs)
+        result = derive(package, model, out, compression=record, tuning=tuning, **step)
     data = None
     if eval_data is not None:
         data = eval_data if isinstance(eval_data, Dataset) else load_dataset(eval_data, package)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import onnx
 
 from ferry.errors import ConfigError
 from ferry.optimize.ir import Index, attr, set_initializer
+from ferry.package.package import derive, swap_in
 
 PER_CHANNEL = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu",
                "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "Dropout",
@@ -272,28 +275,35 @@ def prune(package: Any, out: str | Path, method: str = "structured", ratio: floa
             node.name = f"{node.op_type}_{node.output[0]}"
     calib = calib_data if isinstance(calib_data, Dataset) or calib_data is None else load_dataset(calib_data, package)
     attempts: list[tuple[float, float | None]] = []
-    while True:
-        model = onnx.ModelProto()
-        model.CopyFrom(original)
-        consumers: list[str] = []
-        kept: dict = {}
-        if method == "structured":
-            layers = structured(model, ratio, consumers, kept)
-            if calib is not None and consumers:
-                refit(model, original, consumers, [feeds for _, feeds in calib.batches(64)][:8], kept)
-                layers.append(f"refitted {len(consumers)} layer(s) on {min(calib.count, 512)} calibration samples")
-        else:
-            layers = [f"{magnitude(model, ratio)} weight tensors"]
-        record = {"pruning": method, "ratio": ratio, "layers": layers, "source": package.name}
-        result = ferry.save(model, out, name=package.name, version=package.manifest.version, overwrite=True,
-                            preprocessing=package.manifest.preprocessing, labels=package.manifest.labels,
-                            postprocessing=package.manifest.postprocessing, compression=record)  # fmt: skip
-        after = evaluate(result, data, metric, reference).value if data is not None else None
-        drop = None if after is None else before - after
-        attempts.append((ratio, drop))
-        if max_drop is None or drop is None or drop * 100 <= max_drop or ratio < 0.01:
-            break
-        ratio /= 2
+    # Candidates are judged beside `out`; only the kept one is moved into place (see quantize).
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.candidates-", dir=out.parent))
+    try:
+        while True:
+            model = onnx.ModelProto()
+            model.CopyFrom(original)
+            consumers: list[str] = []
+            kept: dict = {}
+            if method == "structured":
+                layers = structured(model, ratio, consumers, kept)
+                if calib is not None and consumers:
+                    refit(model, original, consumers, [feeds for _, feeds in calib.batches(64)][:8], kept)
+                    layers.append(f"refitted {len(consumers)} layer(s) on {min(calib.count, 512)} calibration samples")
+            else:
+                layers = [f"{magnitude(model, ratio)} weight tensors"]
+            record = {"pruning": method, "ratio": ratio, "layers": layers, "source": package.name}
+            result = derive(package, model, staging / f"try-{len(attempts)}", step="prune", overwrite=True,
+                            details={"method": method, "ratio": ratio}, compression=record)  # fmt: skip
+            after = evaluate(result, data, metric, reference).value if data is not None else None
+            drop = None if after is None else before - after
+            attempts.append((ratio, drop))
+            if max_drop is None or drop is None or drop * 100 <= max_drop or ratio < 0.01:
+                break
+            ratio /= 2
+        swap_in(result.root, out)
+        result = ferry.load(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     feeds = random_feeds(package.signature, batch=batch)
     return PruneResult(
         result, method, ratio, layers, package_bytes(package.root), package_bytes(result.root),

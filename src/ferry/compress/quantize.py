@@ -10,7 +10,9 @@ Which library does what (see docs/compression.md):
 
 from __future__ import annotations
 
+import itertools
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from ferry.compress.data import Dataset, load_dataset
 from ferry.compress.report import Report, latency_ms, package_bytes
 from ferry.compress.sensitivity import LayerError, layer_errors, table
 from ferry.errors import BackendUnavailableError, ConfigError
+from ferry.package.package import derive, swap_in
 
 log = logging.getLogger("ferry.compress")
 
@@ -280,12 +283,12 @@ def quantize(
         log.info("format timings %s: keeping %s", timings, chosen)
         return candidates[chosen], chosen
 
-    save_kwargs = dict(name=package.name, version=package.manifest.version, overwrite=True,
-                       preprocessing=package.manifest.preprocessing, postprocessing=package.manifest.postprocessing,
-                       labels=package.manifest.labels)  # fmt: skip
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: already exists (overwrite=True, or --overwrite)")
+    # Candidates are written beside `out` and judged there; only the one the guard keeps is moved into place,
+    # so an interrupted run never leaves a package the guard rejected (or half of one) at `out`.
+    tries = itertools.count()
     from ferry.compress.metrics import NEEDS_REFERENCE
 
     reference = package if metric in NEEDS_REFERENCE else None  # agreement / cosine: with the fp32 model
@@ -303,50 +306,63 @@ def quantize(
         record = {"mode": mode, "method": method if mode == "static" else None, "format": form,
                   "backend": backend, "runs_on": engine, "bits": bits, "kept_float": skip,
                   "int8_weights_when_float": int8_weights, "source": package.name}  # fmt: skip
-        saved = ferry.save(model, out, compression=record, tuning=tuning, **save_kwargs)
+        saved = derive(package, model, staging / f"try-{next(tries)}", step="quantize", overwrite=True,
+                       details={"mode": mode, "format": form, "backend": backend}, compression=record,
+                       tuning=tuning)  # fmt: skip
         score = evaluate(saved, evals, metric, reference, backend=engine) if evals is not None else None
         return saved, form, score, None if score is None else baseline.value - score.value
 
-    while True:
-        result_pkg, form, score, drop = attempt(skipped)
-        attempts.append((len(skipped), drop))
-        if max_drop is None or drop is None or drop * 100 <= max_drop:
-            if mode == "static" and drop is not None:
-                # Layers left out of int8 (by the guard, or by the quantizer's own rules) may still store
-                # int8 weights, their activations staying float: a smaller file, usually the same accuracy.
-                # Kept only if the measured drop still fits.
-                trial = attempt(skipped, int8_weights=True)
-                if max_drop is None or trial[3] * 100 <= max_drop:
-                    result_pkg, form, score, drop = trial
-                else:
-                    result_pkg, form, score, drop = attempt(skipped)
-            break
-        if not sensitivity:
-            qdq = original if mode != "static" else _ort_static(original, feeds, method, "qdq", per_channel, [])
-            sensitivity = layer_errors(original, qdq, feeds[:4])
-            log.warning(
-                "accuracy drop %.2f points > %.2f; per-layer error:\n%s", drop * 100, max_drop, table(sensitivity)
-            )
-        candidates = [r.node for r in sensitivity if r.node not in skipped]
-        if not candidates:
-            log.warning("every quantizable layer is in float and the drop is still %.2f points", drop * 100)
-            break
-        skipped += candidates[: max(1, len(skipped) - len(exclude or []))]
-    report = Report(
-        package.name, package_bytes(package.root), package_bytes(result_pkg.root), backend,
-        latency_ms(package.root, "onnxruntime", one), latency_ms(result_pkg.root, engine, one),
-        metric if evals is not None else None,
-        baseline.value if baseline else None, score.value if score else None,
-    )  # fmt: skip
-    report.check(form)
-    if max_drop is not None and report.drop is not None and report.drop * 100 > max_drop:
-        report.notes.append(f"the guard could not bring the drop within {max_drop} points")
-    result_pkg.manifest.compression["report"] = {
-        "size_before": report.size_before, "size_after": report.size_after, "latency_before_ms": report.latency_before,
-        "latency_after_ms": report.latency_after, "metric": report.metric, "accuracy_before": report.accuracy_before,
-        "accuracy_after": report.accuracy_after,
-    }  # fmt: skip
-    result_pkg.write_manifest()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.candidates-", dir=out.parent))
+    try:
+        while True:
+            result_pkg, form, score, drop = attempt(skipped)
+            attempts.append((len(skipped), drop))
+            if max_drop is None or drop is None or drop * 100 <= max_drop:
+                if mode == "static" and drop is not None:
+                    # Layers left out of int8 (by the guard, or by the quantizer's own rules) may still store
+                    # int8 weights, their activations staying float: a smaller file, usually the same accuracy.
+                    # Kept only if the measured drop still fits.
+                    trial = attempt(skipped, int8_weights=True)
+                    if max_drop is None or trial[3] * 100 <= max_drop:
+                        result_pkg, form, score, drop = trial
+                    else:
+                        result_pkg, form, score, drop = attempt(skipped)
+                break
+            if not sensitivity:
+                qdq = original if mode != "static" else _ort_static(original, feeds, method, "qdq", per_channel, [])
+                sensitivity = layer_errors(original, qdq, feeds[:4])
+                log.warning(
+                    "accuracy drop %.2f points > %.2f; per-layer error:\n%s", drop * 100, max_drop, table(sensitivity)
+                )
+            candidates = [r.node for r in sensitivity if r.node not in skipped]
+            if not candidates:
+                log.warning("every quantizable layer is in float and the drop is still %.2f points", drop * 100)
+                break
+            skipped += candidates[: max(1, len(skipped) - len(exclude or []))]
+        report = Report(
+            package.name, package_bytes(package.root), package_bytes(result_pkg.root), backend,
+            latency_ms(package.root, "onnxruntime", one), latency_ms(result_pkg.root, engine, one),
+            metric if evals is not None else None,
+            baseline.value if baseline else None, score.value if score else None,
+        )  # fmt: skip
+        report.check(form)
+        if max_drop is not None and report.drop is not None and report.drop * 100 > max_drop:
+            report.notes.append(f"the guard could not bring the drop within {max_drop} points")
+        result_pkg.manifest.compression["report"] = {
+            "size_before": report.size_before,
+            "size_after": report.size_after,
+            "latency_before_ms": report.latency_before,
+            "latency_after_ms": report.latency_after,
+            "metric": report.metric,
+            "accuracy_before": report.accuracy_before,
+            "accuracy_after": report.accuracy_after,
+        }
+        result_pkg.write_manifest()
+        swap_in(result_pkg.root, out)
+        result_pkg = ferry.load(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return QuantizeResult(result_pkg, report, backend, form, skipped, sensitivity, attempts)
 
 

@@ -19,7 +19,6 @@ from ferry.errors import ConversionError
 from ferry.package import Provenance, save
 from ferry.package.graph import fixed_size, graph_inputs
 
-
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ferry.errors import ConfigError
 from ferry.package import ModelPackage, load
+from ferry.package.constants import MAX_CONSTANT_BYTES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -23,8 +24,14 @@ class TensorRTOptions:
 class Config:
     """Options for one predictor. Setters validate at once and say what is allowed."""
 
-    def __init__(self, model: str | os.PathLike[str] | ModelPackage):
-        self.package: ModelPackage = model if isinstance(model, ModelPackage) else load(model)
+    def __init__(self, model: str | os.PathLike[str] | ModelPackage, max_constant_mb: float | None = None):
+        """`max_constant_mb` bounds the tensors the graph computes from constants alone (default 256 MiB;
+        see `ferry/package/constants.py`); a package object passed in was checked when it was loaded."""
+        if isinstance(model, ModelPackage):
+            self.package: ModelPackage = model
+        else:
+            limit = MAX_CONSTANT_BYTES if max_constant_mb is None else int(max_constant_mb * (1 << 20))
+            self.package = load(model, max_constant_bytes=limit)
         self.backend = "auto"
         self.cpu_threads: int | None = None
         self.ir_optim = True

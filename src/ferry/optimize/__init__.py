@@ -57,7 +57,7 @@ def optimize_package(package, out, overwrite: bool = False, atol: float = 1e-4, 
     import onnxruntime as ort
 
     from ferry.converters.parity import compare, random_feeds
-    from ferry.package import save
+    from ferry.package import derive
 
     original = package.full_model()
     optimized, applied = optimize_model(original)
@@ -75,9 +75,7 @@ def optimize_package(package, out, overwrite: bool = False, atol: float = 1e-4, 
             session.run(names, feeds)
         timings.append((time.perf_counter() - started) / 5 * 1000)
     report = compare(package.name, names, results[0], results[1], atol, rtol)
-    save(optimized, out, name=package.name, version=package.manifest.version, overwrite=overwrite,
-         preprocessing=package.manifest.preprocessing, postprocessing=package.manifest.postprocessing,
-         labels=package.manifest.labels)  # fmt: skip
+    derive(package, optimized, out, step="optimize", details={"passes": applied}, overwrite=overwrite)
     before, after = len(original.graph.node), len(optimized.graph.node)
     return (
         f"wrote {out}: {before} -> {after} nodes; passes that changed the graph: {', '.join(applied) or 'none'}\n"

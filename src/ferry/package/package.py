@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from ferry.errors import ManifestError, PackageError
 from ferry.package import checks, graph
+from ferry.package.constants import MAX_CONSTANT_BYTES, check_constant_sizes
 from ferry.package.manifest import MANIFEST_NAME, FileEntry, Manifest, Provenance, Signature
 
 MODEL_NAME = "model.onnx"
@@ -70,11 +71,14 @@ class ModelPackage:
         _write_json_atomic(self.root / MANIFEST_NAME, self.manifest.to_dict())
 
 
-def load(path: str | os.PathLike[str]) -> ModelPackage:
-    """Open a package folder (or a bare .onnx file) and validate it; raises a PackageError subclass."""
+def load(path: str | os.PathLike[str], max_constant_bytes: int | None = MAX_CONSTANT_BYTES) -> ModelPackage:
+    """Open a package folder (or a bare .onnx file) and validate it; raises a PackageError subclass.
+
+    `max_constant_bytes` bounds what the graph computes from constants alone (see `package/constants.py`);
+    None turns the check off."""
     path = Path(path)
     if path.is_file() and path.suffix == ".onnx":
-        return _wrap_bare_onnx(path)
+        return _wrap_bare_onnx(path, max_constant_bytes)
     if not path.is_dir():
         raise PackageError(f"{path}: not a package folder or an .onnx file")
     manifest_path = path / MANIFEST_NAME
@@ -92,6 +96,7 @@ def load(path: str | os.PathLike[str]) -> ModelPackage:
     model = _read_onnx(path / MODEL_NAME, load_external_data=False)
     checks.check_external_data(path, model, manifest.files)
     checks.check_ops(model, str(path / MODEL_NAME))
+    check_constant_sizes(model, max_constant_bytes, str(path / MODEL_NAME))
     checks.check_signature(manifest, graph.read_signature(model), str(path))
     return ModelPackage(manifest=manifest, model_path=path / MODEL_NAME, root=path, _model=model)
 
@@ -103,7 +108,7 @@ def _read_onnx(path: Path, load_external_data: bool) -> onnx.ModelProto:
         raise PackageError(f"{path}: not a valid ONNX model ({exc.__class__.__name__}: {exc})") from None
 
 
-def _wrap_bare_onnx(path: Path) -> ModelPackage:
+def _wrap_bare_onnx(path: Path, max_constant_bytes: int | None) -> ModelPackage:
     model = _read_onnx(path, load_external_data=False)
     root = path.parent
     files = {}
@@ -114,6 +119,7 @@ def _wrap_bare_onnx(path: Path) -> ModelPackage:
         files[location] = FileEntry(sha256="", size=target.stat().st_size)
     checks.check_external_data(root, model, files)
     checks.check_ops(model, str(path))
+    check_constant_sizes(model, max_constant_bytes, str(path))
     graph.name_dynamic_dims(model)
     manifest = Manifest(
         name=path.stem,
@@ -145,7 +151,7 @@ def save(
     """Write `model` as a package at `path`, pruned to `outputs`, and return it loaded and validated."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise PackageError(f"{path}: already exists (pass overwrite=True, or --force on the command line)")
+        raise PackageError(f"{path}: already exists (pass overwrite=True, or --overwrite on the command line)")
     model = onnx.ModelProto.FromString(model.SerializeToString()) if model.ByteSize() < (1 << 31) - 1 else model
     graph.drop_training_nodes(model)
     model = _infer_shapes(model)
@@ -188,13 +194,66 @@ def save(
             tuning=dict(tuning or {}),
         )
         _write_json_atomic(staging / MANIFEST_NAME, manifest.to_dict())
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
+        swap_in(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return load(path)
+
+
+def swap_in(staging: Path, path: Path) -> None:
+    """Put the folder `staging` at `path`. A package already there is moved aside first and removed only
+    after the new one is in place, so that an interruption leaves the old or the new one, never neither."""
+    aside = None
+    if path.exists():
+        aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(path, aside)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        if aside is not None:
+            os.replace(aside, path)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def derive(
+    source: ModelPackage,
+    model: onnx.ModelProto,
+    path: str | os.PathLike[str],
+    *,
+    step: str,
+    details: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    **fields: Any,
+) -> ModelPackage:
+    """Save `model`, made from `source` by `step` ("optimize", "quantize", ...), as a package at `path`.
+
+    Every manifest field of `source` is carried forward (name, version, processing, labels, compression,
+    tuning, provenance) unless `fields` sets it, and the step is appended to `provenance.derived_from`
+    with `details`, so that `inspect` can tell where a package came from and what was done to it."""
+    m = source.manifest
+    step_record = {"step": step, "from": f"{m.name} {m.version}", "at": _now(), **(details or {})}
+    provenance = replace(m.provenance, derived_from=[*m.provenance.derived_from, step_record])
+    carried: dict[str, Any] = {
+        "name": m.name,
+        "version": m.version,
+        "preprocessing": m.preprocessing,
+        "postprocessing": m.postprocessing,
+        "labels": m.labels,
+        "compression": m.compression,
+        "tuning": m.tuning,
+    }
+    carried.update(fields)
+    return save(model, path, provenance=provenance, overwrite=overwrite, **carried)
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:

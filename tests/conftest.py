@@ -88,3 +88,18 @@ def mlp_onnx(tmp_path: Path) -> Path:
     path = tmp_path / "mlp.onnx"
     onnx.save(make_mlp(), str(path))
     return path
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 256 KiB tmpfs: a disk that fills up, for outputs that must appear whole or not at all (root only,
+    as CI runs; the mount is undone after the test)."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -179,3 +180,87 @@ def test_usage_errors(tmp_path):
     result = run_cli("predict")
     assert result.returncode == 2
     assert "give a package" in result.stderr
+
+
+def test_resume_key_covers_the_data_itself(tmp_path, mlp_package, capsys):
+    """Same file name, same row count, same batch size, new contents: nothing stale may come back."""
+    np.save(tmp_path / "x.npy", np.zeros((40, 4), np.float32))
+    samples = read_inputs([tmp_path / "x.npy"], mlp_package)
+    predictor = ferry.create_predictor(ferry.Config(mlp_package))
+    out = tmp_path / "out.npz"
+
+    def interrupt(index: int) -> None:
+        if index == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(BatchJob(predictor, samples, 10, out), on_batch=interrupt)
+    fresh = np.random.default_rng(4).standard_normal((40, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", fresh)
+    assert main(["predict", str(mlp_package.root), str(tmp_path / "x.npy"), "-o", str(out), "--batch-size", "10"]) == 0
+    assert "starting over (the model, the input data or the batch size changed)" in capsys.readouterr().err
+    with np.load(out) as data:
+        np.testing.assert_allclose(data["y"], mlp_reference(fresh), rtol=1e-5, atol=1e-5)
+
+
+def test_outputs_on_a_full_disk_leave_the_old_file_and_no_temporaries(small_disk, mlp_package, tmp_path):
+    out = small_disk / "out.jsonl"
+    out.write_text("the previous good result\n")
+    np.save(tmp_path / "x.npy", np.ones((4000, 4), np.float32))  # about 600 KB of JSON lines: more than fits
+    assert main(["predict", str(mlp_package.root), str(tmp_path / "x.npy"), "-o", str(out)]) != 0
+    assert out.read_text() == "the previous good result\n"
+    assert sorted(p.name for p in small_disk.iterdir()) == ["out.jsonl", "out.jsonl.partial"]
+    assert not [p for p in (small_disk / "out.jsonl.partial").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_export_lite_on_a_full_disk_keeps_the_previous_model(small_disk, tmp_path):
+    from ferry.demo import __path__ as _  # noqa: F401  (the demo package ships the digits model)
+
+    digits = Path(ferry.__file__).parent / "demo" / "digits"
+    target = small_disk / "digits.flite"
+    target.write_bytes(b"previous model")
+    (small_disk / "filler").write_bytes(b"\0" * (200 << 10))  # leaves less room than the model needs
+    assert main(["export", "lite", str(digits), "-o", str(target)]) != 0
+    assert target.read_bytes() == b"previous model"
+    assert sorted(p.name for p in small_disk.iterdir()) == ["digits.flite", "filler"]
+
+
+def test_predict_casts_only_when_asked_and_says_so(tmp_path, mlp_package, capsys):
+    x = np.random.default_rng(1).standard_normal((5, 4))  # float64, numpy's default
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", str(mlp_package.root), str(tmp_path / "x.npy")]) != 0
+    assert "expected dtype float32, got float64" in capsys.readouterr().err
+    out = tmp_path / "out.npz"
+    assert main(["predict", str(mlp_package.root), str(tmp_path / "x.npy"), "--cast", "float32", "-o", str(out)]) == 0
+    assert "cast input 'x' from float64 to float32" in capsys.readouterr().err
+    with np.load(out) as data:
+        np.testing.assert_allclose(data["y"], mlp_reference(x.astype(np.float32)), rtol=1e-5, atol=1e-5)
+
+
+def test_predict_without_output_says_what_it_left_out(tmp_path, mlp_package, capsys):
+    np.save(tmp_path / "x.npy", np.ones((143, 4), np.float32))
+    assert main(["predict", str(mlp_package.root), str(tmp_path / "x.npy")]) == 0
+    assert "showing 50 of 143 samples" in capsys.readouterr().out
+
+
+def test_an_interrupted_predict_says_that_a_rerun_resumes(tmp_path):
+    import signal
+    import time
+
+    from serving_helpers import slow_model
+
+    pkg = ferry.save(slow_model(rounds=400), tmp_path / "slow", name="slow")
+    np.save(tmp_path / "x.npy", np.ones((64, 1024), np.float32))
+    out = tmp_path / "out.npz"
+    cmd = [sys.executable, "-m", "ferry", "predict", str(pkg.root), str(tmp_path / "x.npy"), "-o", str(out),
+           "--batch-size", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "out.npz.partial"
+    deadline = time.monotonic() + 60
+    while not (partial.is_dir() and len(list(partial.glob("batch-*.npz"))) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and not out.exists()
+    assert "run the same command again to resume" in err

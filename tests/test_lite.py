@@ -216,6 +216,21 @@ def test_bundle_runs_in_a_fresh_venv_with_numpy_alone(tmp_path):
     np.testing.assert_allclose(np.load(bundle / "out.npz")["y"], ort_outputs(pkg, x), atol=1e-4)
 
 
+def test_the_bundle_run_line_works_as_printed(tmp_path, capsys):
+    import shlex
+
+    pkg = small_cnn(tmp_path)
+    bundle = tmp_path / "bundle"
+    assert cli(["export", "lite", str(pkg.root), "-o", str(bundle), "--bundle"]) == 0
+    printed = capsys.readouterr().out
+    line = next(line for line in printed.splitlines() if line.startswith("bundle:"))
+    command = line.split("&& ", 1)[1].rstrip(")")
+    done = subprocess.run(shlex.split(command.replace("python", sys.executable, 1)), cwd=bundle,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "mean latency over 10 runs" in done.stdout
+
+
 def test_lite_backend_in_config(tmp_path):
     pkg = small_cnn(tmp_path)
     config = ferry.Config(pkg.root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -19,8 +20,22 @@ from ferry.cli._options import DEMO_ROOT, engine_options, make_config
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run.")
 @click.option("--demo", is_flag=True, help="Run the bundled digits model on its bundled sample images.")
+@click.option(
+    "--cast",
+    type=click.Choice(["float32", "float16", "float64"]),
+    default=None,
+    help="Cast float inputs of another float type to this one (numpy saves float64 by default).",
+)
+@click.option(
+    "--max-constant-mb",
+    type=click.FloatRange(min=1),
+    default=256.0,
+    show_default=True,
+    help="Refuse graphs that build constants larger than this.",
+)
 @engine_options
-def predict(package, inputs, output, batch_size, resume, demo, backend, threads, precision) -> None:
+def predict(package, inputs, output, batch_size, resume, demo, cast, max_constant_mb, backend, threads,
+            precision) -> None:  # fmt: skip
     """Run a package on .npy/.npz/.json/.jsonl/.csv files or images, in batches."""
     import ferry
     from ferry.batch import BatchJob, read_inputs, run_job
@@ -30,11 +45,16 @@ def predict(package, inputs, output, batch_size, resume, demo, backend, threads,
         inputs = inputs or (DEMO_ROOT / "samples",)
     if package is None or not inputs:
         raise click.UsageError("give a package and at least one input file (or --demo)")
-    pkg = ferry.load(package)
+    pkg = ferry.load(package, max_constant_bytes=int(max_constant_mb * (1 << 20)))
     predictor = ferry.create_predictor(make_config(pkg, backend, threads, precision))
     samples = read_inputs(list(inputs), pkg)
-    job = BatchJob(predictor, samples, batch_size, output, resume=resume)
     console = Console(stderr=True)
+    if cast:
+        for name, array in samples.arrays.items():
+            if array.dtype.kind == "f" and array.dtype != np.dtype(cast):
+                samples.arrays[name] = array.astype(cast)
+                console.print(f"cast input {name!r} from {array.dtype} to {cast}")
+    job = BatchJob(predictor, samples, batch_size, output, resume=resume)
     console.print(f"{pkg.name}: {samples.count} samples in {job.batches} batches on {predictor.backend}")
     with Progress(
         TextColumn("predicting"),
@@ -45,7 +65,23 @@ def predict(package, inputs, output, batch_size, resume, demo, backend, threads,
         transient=True,
     ) as bar:
         task = bar.add_task("batches", total=job.batches)
-        results = run_job(job, on_batch=lambda _i: bar.advance(task))
+        done = [0]
+
+        def advance(_index: int) -> None:
+            done[0] += 1
+            bar.advance(task)
+
+        try:
+            results = run_job(job, on_batch=advance)
+        except KeyboardInterrupt:
+            if output is not None:
+                console.print(
+                    f"interrupted after {done[0]} of {job.batches} batches; run the same command again to resume "
+                    f"(finished batches are kept in {output.name}.partial/)"
+                )
+            raise
+    for note in job.notes:
+        console.print(note)
     if output is not None:
         console.print(f"wrote {output}")
     if output is None or demo:
@@ -58,7 +94,8 @@ def _show(job, results, demo: bool) -> None:
     records = list(jsonl_records(job, results))
     table = Table("sample", "prediction", "score", title="predictions")
     correct = 0
-    for record in records[:50]:
+    shown = records[:50]
+    for record in shown:
         top = record.get("top")
         if top:
             table.add_row(record["sample"], top[0]["label"], f"{top[0]['score']:.3f}")
@@ -70,5 +107,7 @@ def _show(job, results, demo: bool) -> None:
         if demo and top and record["sample"][0] == top[0]["label"]:
             correct += 1
     Console().print(table)
+    if len(shown) < len(records):
+        Console().print(f"showing {len(shown)} of {len(records)} samples; write them all with -o results.jsonl")
     if demo:
         Console().print(f"{correct}/{len(records)} correct (the true digit is the first character of each file name)")

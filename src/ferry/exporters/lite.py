@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from ferry.lite.fusion import fuse_attention
 from ferry.lite.graph import Graph, Node, Value
 from ferry.lite.planner import Plan
 from ferry.package.graph import fixed_size
+from ferry.package.package import swap_in
 
 
 def _dtype(elem_type: int) -> str | None:
@@ -124,6 +126,7 @@ class LiteExport:
     plan: Plan | None
     bundle: Path | None = None
     optimized: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # the bundle's example inputs, by input name
 
     def summary(self) -> str:
         lines = [
@@ -136,9 +139,7 @@ class LiteExport:
         if self.plan is not None:
             lines.append("memory plan: " + self.plan.summary())
         if self.bundle is not None:
-            lines.append(
-                f"bundle: {self.bundle} (run: cd {self.bundle} && python -m ferry_lite model.flite --repeat 10)"
-            )
+            lines.append(f"bundle: {self.bundle} (run: cd {self.bundle} && {run_line(self.inputs, repeat=10)})")
         return "\n".join(lines)
 
 
@@ -173,30 +174,60 @@ def export_lite(
     engine.run(feeds)  # the first run records tensor sizes and makes the memory plan
     plan = engine.plan_for(feeds)
     out = Path(out)
-    target = out / "model.flite" if bundle else out
-    target.parent.mkdir(parents=True, exist_ok=True)
-    save(graph, target, plans={shape_key(feeds): plan} if plan else None, int8_min_elements=1024 if int8 else None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plans = {shape_key(feeds): plan} if plan else None
     if bundle:
-        _copy_runtime(out)
+        # The folder is built aside and moved in whole; a file is written whole by lite.format.save.
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            save(graph, staging / "model.flite", plans=plans, int8_min_elements=1024 if int8 else None)
+            _copy_runtime(staging, feeds)
+            swap_in(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        target = out / "model.flite"
+    else:
+        target = out
+        save(graph, target, plans=plans, int8_min_elements=1024 if int8 else None)
     ops: dict[str, int] = {}
     for node in graph.nodes:
         ops[node.op] = ops.get(node.op, 0) + 1
     onnx_bytes = sum(a.nbytes for a in graph.weights.values())
-    return LiteExport(target, target.stat().st_size, onnx_bytes, int8, ops, plan, out if bundle else None, passes)
+    inputs = sorted(feeds) if bundle else []
+    return LiteExport(
+        target, target.stat().st_size, onnx_bytes, int8, ops, plan, out if bundle else None, passes, inputs
+    )
 
 
-def _copy_runtime(folder: Path) -> None:
-    """The lite runtime as a top-level package `ferry_lite` beside the model: numpy is all it needs."""
+def _copy_runtime(folder: Path, feeds: dict[str, np.ndarray]) -> None:
+    """The lite runtime as a top-level package `ferry_lite` beside the model (numpy is all it needs), and
+    the inputs the export ran with, so that the bundle's run line works as pasted."""
     import ferry.lite
 
     source = Path(ferry.lite.__file__).parent
-    target = folder / "ferry_lite"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(source, folder / "ferry_lite", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (folder / "example_inputs").mkdir()
+    for name, array in feeds.items():
+        np.save(folder / "example_inputs" / f"{_file_name(name)}.npy", array)
     (folder / "README.txt").write_text(
         "A ferry lite model and its runtime. Needs Python 3.10+ and numpy, nothing else.\n\n"
-        "    python -m ferry_lite model.flite --input NAME=FILE.npy --output out.npz\n"
+        f"    {run_line(sorted(feeds), output=True)}\n"
         "    python -c \"import ferry_lite; m = ferry_lite.load('model.flite'); print(m.input_names)\"\n",
         encoding="utf-8",
     )
+
+
+def _file_name(input_name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in input_name)
+
+
+def run_line(inputs: list[str], output: bool = False, repeat: int = 0) -> str:
+    """The command that runs a bundle on its example inputs, from inside the bundle's folder."""
+    parts = ["python -m ferry_lite model.flite"]
+    parts += [f"--input {name}=example_inputs/{_file_name(name)}.npy" for name in inputs]
+    if output:
+        parts.append("--output out.npz")
+    if repeat:
+        parts.append(f"--repeat {repeat}")
+    return " ".join(parts)

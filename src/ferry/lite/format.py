@@ -14,6 +14,7 @@ dequantised to float32 when the file loads: that makes the file about 4x smaller
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -103,14 +104,24 @@ def save(graph: Graph, path: str | Path, plans: dict[str, Plan] | None = None, i
     }
     body = json.dumps(header, separators=(",", ":")).encode("utf-8")
     start = (_PREFIX.size + len(body) + ALIGN - 1) // ALIGN * ALIGN
-    with open(path, "wb") as f:
-        f.write(_PREFIX.pack(MAGIC, VERSION, len(body)))
-        f.write(body)
-        f.write(b"\0" * (start - _PREFIX.size - len(body)))
-        for offset, data in w.blobs:
-            f.seek(start + offset)
-            f.write(data)
-        f.truncate(start + w.size)
+    # Whole or not at all (ferry.files.atomic_write's rule, kept here because lite imports no ferry module):
+    # a full disk or Ctrl-C leaves the previous file in place and no partial one beside it.
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_PREFIX.pack(MAGIC, VERSION, len(body)))
+            f.write(body)
+            f.write(b"\0" * (start - _PREFIX.size - len(body)))
+            for offset, data in w.blobs:
+                f.seek(start + offset)
+                f.write(data)
+            f.truncate(start + w.size)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
 
 
 class _Reader:

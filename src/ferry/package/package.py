@@ -18,6 +18,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from ferry.errors import ManifestError, PackageError
+from ferry.files import atomic_write
 from ferry.package import checks, graph
 from ferry.package.constants import MAX_CONSTANT_BYTES, check_constant_sizes
 from ferry.package.manifest import MANIFEST_NAME, FileEntry, Manifest, Provenance, Signature
@@ -271,6 +272,5 @@ def _drop_stale_value_info(model: onnx.ModelProto) -> None:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")

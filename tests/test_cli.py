@@ -159,6 +159,7 @@ def test_bench_measures_writes_html_and_tunes(tmp_path, mlp_package, capsys):
     assert main([*args, "--min-seconds", "0", "--html", str(html), "--tune"]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime" in out and "openvino" in out
+    assert "lite (the numpy engine for devices) is not in 'all'" in out  # said, not skipped silently
     page = html.read_text()
     assert page.count("<svg") == 2 and "p99 ms" in page
     record = ferry.load(mlp_package.root).manifest.tuning["fp32"]

@@ -325,3 +325,45 @@ def test_an_interrupted_quantize_leaves_nothing_at_the_output(tmp_path):
     assert proc.returncode != 0
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # the candidates went with it
+
+
+# --- reports say true things ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("before, after, said", [(10.0, 5.0, "2.00x faster"), (5.0, 71.4, "14.28x slower")])
+def test_speed_is_faster_or_slower_never_a_fraction_faster(before, after, said):
+    from ferry.compress.report import speed
+
+    assert speed(before, after) == said
+
+
+def test_weight_only_on_a_cnn_says_why_the_file_did_not_shrink(tmp_path):
+    result = quantize(DIGITS, tmp_path / "w4", mode="weight-only", bits=4)
+    text = str(result.report)
+    assert "weight-only int4 packs the weights of MatMul layers (0 in this model)" in text
+    assert "int8 is not faster" not in text
+
+
+def test_the_guard_table_measures_or_says_it_could_not(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        result = quantize(DIGITS, tmp_path / "q", TEST, backend="onnxruntime", fmt="qdq", eval_data=TEST,
+                          metric="cosine", max_drop=0)  # fmt: skip  # any drop at all sets the guard off
+    text = caplog.text
+    assert "per-layer error, worst first" in text and "> 0 allowed" in text
+    assert "drop 0.00 points" not in text
+    rows = result.sensitivity
+    assert rows and all(r.added is None or r.added >= 0.0 for r in rows)  # never "about -1.0"
+    measured = [r for r in rows if r.error is not None]
+    assert measured and all(r.error > 0.0 for r in measured)  # a fused-away output is not "error 0"
+    assert rows[0].error is not None  # the worst-first list starts with a measured layer
+    order = [r.added for r in measured]
+    assert order == sorted(order, reverse=True)
+    assert text.count("Please consider") <= 1  # ONNX Runtime's advice, once per run
+
+
+def test_calibration_data_with_the_wrong_input_name_says_what_the_file_holds(tmp_path):
+    np.savez(tmp_path / "calib.npz", features=np.load(TEST)["image"])
+    with pytest.raises(InputError, match=r"needs input\(s\) \['image'\]; the file holds \['features'\]"):
+        quantize(DIGITS, tmp_path / "q", tmp_path / "calib.npz")

@@ -61,6 +61,11 @@ def bench(
         raise ConfigError(f"backend(s) {unknown} not installed; installed: {available}")
     thread_counts = _ints(threads)
     console = Console()
+    if backends == "all":
+        console.print(
+            "measuring the installed engines; lite (the numpy engine for devices) is not in 'all': name it to "
+            f"time it too, e.g. --backend {','.join([*names, 'lite'])}"
+        )
     results = []
     with console.status("measuring") as status:
         for backend in names:

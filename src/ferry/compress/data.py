@@ -72,10 +72,14 @@ def load_dataset(path: Any, package: ModelPackage, limit: int | None = None) -> 
     return data
 
 
-def _check_inputs(inputs: dict[str, np.ndarray], package: ModelPackage, source: Path) -> int:
+def _check_inputs(inputs: dict[str, np.ndarray], package: ModelPackage, source: Path, held: list[str]) -> int:
+    """`held`: every array name the file holds, so that the error shows what is there, not what matched."""
     missing = [n for n in package.signature.input_names if n not in inputs]
     if missing:
-        raise InputError(f"{source}: model {package.name!r} needs input(s) {missing}; found {sorted(inputs)}")
+        raise InputError(
+            f"{source}: model {package.name!r} needs input(s) {missing}; the file holds {sorted(held)} "
+            "(name the arrays after the model's inputs)"
+        )
     counts = {n: len(inputs[n]) for n in package.signature.input_names}
     if len(set(counts.values())) != 1:
         raise InputError(f"{source}: inputs hold different numbers of samples: {counts}")
@@ -87,7 +91,7 @@ def _npz(path: Path, package: ModelPackage) -> Dataset:
         arrays = {k: archive[k] for k in archive.files}
     labels = arrays.pop("labels", arrays.pop("label", None))
     inputs = {n: arrays[n] for n in package.signature.input_names if n in arrays}
-    count = _check_inputs(inputs, package, path)
+    count = _check_inputs(inputs, package, path, list(arrays))
     return Dataset(inputs, None if labels is None else list(labels.tolist()), count)
 
 
@@ -101,11 +105,11 @@ def _jsonl(path: Path, package: ModelPackage) -> Dataset:
             raise InputError(f"{path}:{i + 1}: each line must be an object with 'inputs' (and optionally 'label')")
         for name in specs:
             if name not in row["inputs"]:
-                raise InputError(f"{path}:{i + 1}: input {name!r} missing")
+                raise InputError(f"{path}:{i + 1}: input {name!r} missing; the line holds {sorted(row['inputs'])}")
             inputs[name].append(row["inputs"][name])
         labels.append(row.get("label"))
     arrays = {n: np.asarray(v, dtype=specs[n].dtype) for n, v in inputs.items()}
-    count = _check_inputs(arrays, package, path)
+    count = _check_inputs(arrays, package, path, list(arrays))
     return Dataset(arrays, labels if any(label is not None for label in labels) else None, count)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ferry.compress.report import latency_ms, package_bytes
+from ferry.compress.report import latency_ms, package_bytes, speed
 from ferry.errors import ConfigError
 from ferry.package import derive
 
@@ -48,7 +48,7 @@ class PrecisionResult:
             f"({self.size_after / self.size_before:.2f}x)",
             f"parity against fp32 on the evaluation inputs: max abs diff {self.max_abs_diff:.3g}",
             f"latency, batch 1: {self.latency_before:.2f} ms (fp32, onnxruntime) -> {self.latency_after:.2f} ms "
-            f"({self.precision}, {self.backend})",
+            f"({self.precision}, {self.backend}), {speed(self.latency_before, self.latency_after)}",
         ]
         if self.metric:
             lines.append(f"{self.metric}: {self.accuracy_before:.4f} -> {self.accuracy_after:.4f}")

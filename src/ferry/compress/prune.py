@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ferry.compress.report import speed
 from ferry.errors import ConfigError
 from ferry.optimize.ir import Index, attr, set_initializer
 from ferry.package.package import derive, swap_in
@@ -230,7 +231,7 @@ class PruneResult:
         )
         lines.append(
             f"latency, batch {self.batch}: {self.latency_before:.3f} ms -> {self.latency_after:.3f} ms "
-            f"({self.latency_before / self.latency_after:.2f}x)"
+            f"({speed(self.latency_before, self.latency_after)})"
         )
         if self.metric:
             lines.append(f"{self.metric}: {self.accuracy_before:.4f} -> {self.accuracy_after:.4f} "

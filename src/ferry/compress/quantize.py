@@ -10,6 +10,7 @@ Which library does what (see docs/compression.md):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import shutil
@@ -192,7 +193,7 @@ def _ort_latency(model: onnx.ModelProto, feeds: dict) -> float:
     return float(np.median(time_calls(lambda: session.run(None, feeds), warmup=3, runs=15, min_seconds=0.0)))
 
 
-def quantize(
+def _quantize(
     package: Any,
     out: str | Path,
     calib: str | Path | Dataset | None = None,
@@ -333,11 +334,14 @@ def quantize(
                 qdq = original if mode != "static" else _ort_static(original, feeds, method, "qdq", per_channel, [])
                 sensitivity = layer_errors(original, qdq, feeds[:4])
                 log.warning(
-                    "accuracy drop %.2f points > %.2f; per-layer error:\n%s", drop * 100, max_drop, table(sensitivity)
+                    "accuracy drop %.3g points > %g allowed; per-layer error, worst first:\n%s",
+                    drop * 100,
+                    max_drop,
+                    table(sensitivity),
                 )
-            candidates = [r.node for r in sensitivity if r.node not in skipped]
+            candidates = [r.node for r in sensitivity if r.node not in skipped]  # measured worst first
             if not candidates:
-                log.warning("every quantizable layer is in float and the drop is still %.2f points", drop * 100)
+                log.warning("every quantizable layer is in float and the drop is still %.3g points", drop * 100)
                 break
             skipped += candidates[: max(1, len(skipped) - len(exclude or []))]
         report = Report(
@@ -346,7 +350,8 @@ def quantize(
             metric if evals is not None else None,
             baseline.value if baseline else None, score.value if score else None,
         )  # fmt: skip
-        report.check(form)
+        matmuls = sum(n.op_type == "MatMul" for n in original.graph.node)
+        report.check(form, f"the weights of MatMul layers ({matmuls} in this model)")
         if max_drop is not None and report.drop is not None and report.drop * 100 > max_drop:
             report.notes.append(f"the guard could not bring the drop within {max_drop} points")
         result_pkg.manifest.compression["report"] = {
@@ -364,6 +369,32 @@ def quantize(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return QuantizeResult(result_pkg, report, backend, form, skipped, sensitivity, attempts)
+
+
+class _Once(logging.Filter):
+    """Lets the first record that starts with `prefix` through and drops the rest: ONNX Runtime's quantizer
+    logs its pre-processing advice on the root logger at every call, 8 times in one guarded run."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix, self.seen = prefix, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        passed, self.seen = not self.seen, True
+        return passed
+
+
+@functools.wraps(_quantize)
+def quantize(*args: Any, **kwargs: Any) -> QuantizeResult:
+    once = _Once("Please consider")  # both of ONNX Runtime's spellings of the advice
+    root = logging.getLogger()
+    root.addFilter(once)
+    try:
+        return _quantize(*args, **kwargs)
+    finally:
+        root.removeFilter(once)
 
 
 def _opset(model: onnx.ModelProto) -> int:

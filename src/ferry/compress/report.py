@@ -60,7 +60,7 @@ class Report:
             f"size: {self.size_before * mib:.2f} MiB -> {self.size_after * mib:.2f} MiB "
             f"({self.size_after / self.size_before:.2f}x)",
             f"latency, batch 1: {self.latency_before:.2f} ms (fp32, onnxruntime) -> {self.latency_after:.2f} ms "
-            f"({self.backend}), {self.latency_before / self.latency_after:.2f}x faster",
+            f"({self.backend}), {speed(self.latency_before, self.latency_after)}",
         ]
         if self.drop is not None:
             lines.append(
@@ -70,16 +70,36 @@ class Report:
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
-    def check(self, form: str = "") -> None:
-        """Explain what users ask about most: a file that did not shrink, a model that is not faster."""
+    def check(self, form: str = "", covered: str | None = None) -> None:
+        """Explain what users ask about most: a file that did not shrink, a model that is not faster.
+
+        `form` is the quantized format ("qdq", "weight-only-int4", ...); `covered` says, for weight-only
+        modes, which layers the quantizer packs and how many the model has."""
+        label = form.replace("weight-only-", "weight-only ") if form.startswith("weight-only") else "int8"
         if self.size_after > 0.5 * self.size_before:
-            self.notes.append(
-                "the file did not shrink much: weights stay float where layers were kept in float, and "
-                "small models are dominated by what is not a weight"
-            )
+            if form.startswith("weight-only"):
+                self.notes.append(
+                    f"the file did not shrink much: {label} packs {covered or 'MatMul weights only'}; "
+                    "Conv and other layers keep float weights (static int8 with --calib covers them)"
+                )
+            else:
+                self.notes.append(
+                    "the file did not shrink much: weights stay float where layers were kept in float, and "
+                    "small models are dominated by what is not a weight"
+                )
         if self.latency_after >= self.latency_before * 0.95:
             why = [] if vnni() else ["this CPU lacks VNNI/AMX int8 instructions"]
             if self.backend == "onnxruntime" and form == "qdq":
                 why.append("ONNX Runtime runs QDQ graphs through dequantized float kernels unless they fuse")
-            why.append("small layers spend their time quantizing and dequantizing, not multiplying")
-            self.notes.append(f"int8 is not faster on {self.backend} here: " + "; ".join(why))
+            if form.startswith("weight-only"):
+                why.append("weight-only packing saves memory and bandwidth; its kernels unpack weights on each run")
+            else:
+                why.append("small layers spend their time quantizing and dequantizing, not multiplying")
+            self.notes.append(f"{label} is not faster on {self.backend} here: " + "; ".join(why))
+
+
+def speed(before: float, after: float) -> str:
+    """'1.80x faster' or '1.25x slower': never '0.80x faster'."""
+    if after <= 0 or before <= 0:
+        return "speed not measured"
+    return f"{before / after:.2f}x faster" if after <= before else f"{after / before:.2f}x slower"

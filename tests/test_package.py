@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper, numpy_helper
 
 import ferry
 from conftest import make_mlp, mlp_reference
 from ferry.errors import (
     ChecksumError,
+    InputError,
     ManifestError,
     PackageError,
     SignatureMismatchError,
@@ -290,3 +291,58 @@ def test_bare_onnx_file_is_wrapped_with_signature_from_graph(mlp_onnx):
     assert pkg.root is None
     assert pkg.name == "mlp"
     assert pkg.signature.inputs[0].shape == ("batch", 4)
+
+
+def constant_bomb(shape_op: str = "ConstantOfShape", side: int = 16000) -> onnx.ModelProto:
+    """A tiny graph whose constant part is huge: [side, side] float32 built from an initializer."""
+    shape = numpy_helper.from_array(np.array([side, side], np.int64), "shape")
+    if shape_op == "ConstantOfShape":
+        nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"], name="bomb")]
+        inits = [shape]
+    else:  # Expand of a scalar to the same shape
+        nodes = [helper.make_node("Expand", ["one", "shape"], ["big"], name="bomb")]
+        inits = [shape, numpy_helper.from_array(np.array(1.0, np.float32), "one")]
+    nodes.append(helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0))
+    nodes.append(helper.make_node("Add", ["x", "s"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "bomb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("shape_op", ["ConstantOfShape", "Expand"])
+def test_graphs_that_build_huge_constants_are_refused_at_load(tmp_path, shape_op):
+    import tracemalloc
+
+    path = tmp_path / "bomb.onnx"
+    onnx.save(constant_bomb(shape_op), str(path))
+    assert path.stat().st_size < 2000
+    tracemalloc.start()
+    with pytest.raises(UnsupportedModelError, match=r"node 'bomb' \(" + shape_op + r"\) builds a constant of 977 MiB"):
+        ferry.Config(path)
+    assert tracemalloc.get_traced_memory()[1] < 50 << 20
+    tracemalloc.stop()
+    # A model that needs it can raise the limit; a small one passes the default.
+    assert ferry.Config(path, max_constant_mb=2048).package.name == "bomb"
+    small = tmp_path / "small.onnx"
+    onnx.save(constant_bomb(shape_op, side=64), str(small))
+    out = ferry.create_predictor(ferry.Config(small)).predict({"x": np.zeros(1, np.float32)})["y"]
+    assert out[0] == (64 * 64 if shape_op == "Expand" else 0.0)
+
+
+def test_a_rank_0_input_takes_numpy_scalars_and_0d_arrays_without_a_cast(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["s", "x"], ["y"])], "scale",
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+    )  # fmt: skip
+    pkg = ferry.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+                     tmp_path / "scale")  # fmt: skip
+    predictor = ferry.create_predictor(ferry.Config(pkg))
+    x = np.ones((3, 2), np.float32)
+    for scale in (np.float32(2.0), np.array(2.0, np.float32)):
+        np.testing.assert_array_equal(predictor.predict({"s": scale, "x": x})["y"], 2 * x)
+    with pytest.raises(InputError, match="expected dtype float32, got float64"):
+        predictor.predict({"s": np.float64(2.0), "x": x})

@@ -46,6 +46,17 @@ def test_a_wrong_typed_manifest_field_leaves_the_rest_serving(tmp_path):
         assert get(s, "/v2/health/ready")[0] == 503  # not every model is up, and it says so
 
 
+def test_an_unreadable_model_config_leaves_the_rest_serving(tmp_path):
+    ferry.save(linear_model(), tmp_path / "good" / "1", name="good", version="1")
+    ferry.save(linear_model(), tmp_path / "bad" / "1", name="bad", version="1")
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    with running_server(tmp_path) as s:
+        assert post(s, "/v2/models/good/infer", infer_body(np.ones((1, 4), np.float32)))[0] == 200
+        index = {r["name"]: r for r in json.loads(post(s, "/v2/repository/index", b"{}")[2])}
+        assert index["bad"]["state"] == "UNAVAILABLE" and "not valid JSON" in index["bad"]["reason"]
+        assert get(s, "/v2/health/ready")[0] == 503
+
+
 def test_the_poller_survives_a_broken_version_and_loads_the_next_good_one(tmp_path):
     ferry.save(linear_model(), tmp_path / "m" / "1", name="m", version="1")
     with running_server(tmp_path, "--model-control", "poll", "--poll-interval", "0.2") as s:

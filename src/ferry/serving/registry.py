@@ -121,10 +121,14 @@ class Registry:
     ):
         self.root = Path(root)
         self._defaults, self._backend, self._threads = defaults, backend, threads
-        self.specs = {s.name: s for s in discover(self.root, defaults, backend, threads)}
+        broken: dict[str, str] = {}
+        self.specs = {s.name: s for s in discover(self.root, defaults, backend, threads, broken)}
         self.ensembles = {e.name: EnsembleModel(e, self) for e in discover_ensembles(self.root)}
         self._models: dict[str, dict[str, ServedModel]] = {}
-        self._states: dict[tuple[str, str], tuple[str, str]] = {}
+        # (model, version) -> (state, reason); a model whose folder could not be read has version "".
+        self._states: dict[tuple[str, str], tuple[str, str]] = {(n, ""): ("UNAVAILABLE", r) for n, r in broken.items()}
+        for name, reason in broken.items():
+            log.error("not serving %s: %s", name, reason)
         self._lock = threading.Lock()
         self._on_batch = on_batch
         self._hook = hook
@@ -138,7 +142,7 @@ class Registry:
     def load_all(self) -> list[str]:
         """Load every model; failures are logged and shown in the index, and the rest still serve.
         Returns the failures, one line each."""
-        failures = []
+        failures = [f"model {n!r}: {reason}" for (n, v), (_, reason) in self._states.items() if v == ""]
         for name in list(self.specs):
             try:
                 self.load(name)
@@ -158,6 +162,7 @@ class Registry:
         if spec is None:
             raise ModelNotFoundError(f"no model {name!r} in the repository {self.root}")
         self.specs[name] = spec
+        self._states.pop((name, ""), None)  # its folder reads again
         return spec
 
     def load(self, name: str) -> None:
@@ -257,9 +262,12 @@ class Registry:
 
     def ready(self) -> bool:
         """Every configured model has every selected version loaded."""
-        return all(
-            self._models.get(name, {}).keys() >= spec.versions.keys() for name, spec in self.specs.items()
-        ) and bool(self.specs or self.ensembles)
+        unreadable = any(version == "" for _, version in self._states)
+        return (
+            not unreadable
+            and all(self._models.get(name, {}).keys() >= spec.versions.keys() for name, spec in self.specs.items())
+            and bool(self.specs or self.ensembles)
+        )
 
     def index(self) -> list[dict[str, str]]:
         rows = []

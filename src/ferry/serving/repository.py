@@ -41,8 +41,16 @@ def is_package(path: Path) -> bool:
     return (path / MANIFEST_NAME).is_file()
 
 
-def discover(root: Path, defaults: BatchPolicy, backend: str = "auto", threads: int | None = None) -> list[ModelSpec]:
-    """Every model under `root` (or `root` itself when it is a package)."""
+def discover(
+    root: Path,
+    defaults: BatchPolicy,
+    backend: str = "auto",
+    threads: int | None = None,
+    failures: dict[str, str] | None = None,
+) -> list[ModelSpec]:
+    """Every model under `root` (or `root` itself when it is a package). A model folder whose config.json
+    cannot be read is left out and its reason put in `failures` (when given), so that one broken folder
+    does not stop the others; without `failures` the error is raised."""
     root = Path(root)
     if is_package(root):
         manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
@@ -51,9 +59,20 @@ def discover(root: Path, defaults: BatchPolicy, backend: str = "auto", threads: 
         return [ModelSpec(name, {version: root}, defaults, backend, threads)]
     if not root.is_dir():
         raise ConfigError(f"{root}: not a package or a model repository folder")
-    specs = [read_model(folder, defaults, backend, threads) for folder in sorted(root.iterdir()) if folder.is_dir()]
-    specs = [s for s in specs if s is not None]
-    if not specs and not discover_ensembles(root):
+    specs = []
+    for folder in sorted(root.iterdir()):
+        if not folder.is_dir():
+            continue
+        try:
+            spec = read_model(folder, defaults, backend, threads)
+        except ConfigError as exc:
+            if failures is None:
+                raise
+            failures[folder.name] = str(exc)
+            continue
+        if spec is not None:
+            specs.append(spec)
+    if not specs and not failures and not discover_ensembles(root):
         raise ConfigError(f"{root}: no models found; expected <model>/<version>/ferry.json, or a package folder")
     return specs
 

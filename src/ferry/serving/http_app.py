@@ -174,6 +174,14 @@ class HttpApi:
         p = request.path_params
         return JSONResponse(self.service.model_metadata(p["model"], p.get("version")))
 
+    async def model_stats(self, request: Request) -> Response:
+        p = request.path_params
+        return JSONResponse(self.service.model_stats(p.get("model"), p.get("version")))
+
+    async def model_config(self, request: Request) -> Response:
+        p = request.path_params
+        return JSONResponse(self.service.model_config(p["model"], p.get("version")))
+
     async def model_ready(self, request: Request) -> Response:
         p = request.path_params
         ok = self.service.model_ready(p["model"], p.get("version"))
@@ -266,9 +274,14 @@ class HttpApi:
             Route("/v2/health/live", e(self.live, OPEN)),
             Route("/v2/health/ready", e(self.ready, OPEN)),
             Route("/v2", e(self.server_metadata)),
+            Route("/v2/models/stats", e(self.model_stats)),
             Route(model, e(self.model_metadata)),
             Route(versioned, e(self.model_metadata)),
             Route(model + "/ready", e(self.model_ready)),
+            Route(model + "/stats", e(self.model_stats)),
+            Route(versioned + "/stats", e(self.model_stats)),
+            Route(model + "/config", e(self.model_config)),
+            Route(versioned + "/config", e(self.model_config)),
             Route(versioned + "/ready", e(self.model_ready)),
             Route(model + "/infer", e(self.infer), methods=["POST"]),
             Route(versioned + "/infer", e(self.infer), methods=["POST"]),

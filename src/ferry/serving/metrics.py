@@ -1,8 +1,13 @@
-"""Prometheus metrics, one registry per server so that tests can run several servers in one process."""
+"""Prometheus metrics, one registry per server so that tests can run several servers in one process.
+
+`Metrics` is the one place the server reports events to (a request's outcome, a batch, a cache lookup);
+it feeds both the Prometheus series and the Triton-shaped statistics (`stats.py`)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ferry.serving.stats import Statistics
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -41,12 +46,25 @@ class Metrics:
             registry=r,
         )
         self.models_loaded = Gauge("ferry_models_loaded", "Model versions loaded and serving", registry=r)
+        self.cache = Counter(
+            "ferry_response_cache", "Response cache lookups by result", ["model", "version", "result"], registry=r
+        )
+        self.statistics = Statistics()
+
+    def on_request(self, model: str, version: str, ok: bool, seconds: float) -> None:
+        self.latency.labels(model, version, "total").observe(seconds)
+        self.statistics.on_request(model, version, ok, seconds)
+
+    def on_cache(self, model: str, version: str, hit: bool, seconds: float) -> None:
+        self.cache.labels(model, version, "hit" if hit else "miss").inc()
+        self.statistics.on_cache(model, version, hit, seconds)
 
     def on_batch(self, model: str, version: str, rows: int, seconds: float, waits: list[float]) -> None:
         self.batch_size.labels(model, version).observe(rows)
         self.latency.labels(model, version, "compute").observe(seconds)
         for wait in waits:
             self.latency.labels(model, version, "queue").observe(wait)
+        self.statistics.on_batch(model, version, rows, seconds, waits)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import Callable
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,20 @@ from typing import Any
 import numpy as np
 
 import ferry
-from ferry.errors import FerryError, InputError, ModelNotFoundError, PackageError, RequestError, UnavailableError
+from ferry.errors import (
+    BackendError,
+    ConfigError,
+    FerryError,
+    InputError,
+    ModelNotFoundError,
+    PackageError,
+    RequestError,
+    UnavailableError,
+)
+from ferry.protocol import datatypes
 from ferry.serving import pipeline
 from ferry.serving.batching import Batcher, BatchPolicy
+from ferry.serving.cache import ResponseCache, request_key
 from ferry.serving.codec import InferRequest
 from ferry.serving.ensemble import EnsembleModel
 from ferry.serving.repository import ModelSpec, discover, discover_ensembles, is_package, read_model
@@ -35,6 +46,10 @@ class ServedModel:
     hook: Any = None
     max_image_pixels: int | None = pipeline.MAX_PIXELS
     decoding: int = 0  # requests whose images are being decoded: admitted, not yet queued
+    spec: ModelSpec | None = None
+    batchable: bool = False
+    cache: ResponseCache | None = None
+    events: Any = None  # where cache lookups are reported (the server's Metrics)
 
     @property
     def signature(self):
@@ -66,6 +81,52 @@ class ServedModel:
             self.decoding -= 1
 
     async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
+        if self.cache is None:
+            return await self._infer(request)
+        started = time.monotonic()
+        key = request_key(request.inputs, request.outputs)
+        found = self.cache.get(key)
+        if self.events is not None:
+            self.events.on_cache(self.name, self.version, found is not None, time.monotonic() - started)
+        if found is not None:
+            return dict(found)
+        outputs = await self._infer(request)
+        self.cache.put(key, outputs)
+        return outputs
+
+    def triton_config(self) -> dict[str, Any]:
+        """How this version is served, in Triton's model configuration (its JSON form)."""
+        policy = self.batcher.policy
+        batch = policy.max_batch_size if self.batchable else 0
+
+        def tensors(specs) -> list[dict[str, Any]]:
+            return [
+                {
+                    "name": t.name,
+                    "data_type": "TYPE_" + ("STRING" if t.dtype == "string" else datatypes.from_ferry(t.dtype)),
+                    "dims": [d if isinstance(d, int) else -1 for d in (t.shape[1:] if batch else t.shape)],
+                }
+                for t in specs
+            ]
+
+        spec = self.spec
+        return {
+            "name": self.name,
+            "platform": "onnxruntime_onnx",
+            "backend": self.predictor.backend.split(" ")[0],
+            "max_batch_size": batch,
+            "input": tensors(self.signature.inputs),
+            "output": tensors(self.signature.outputs),
+            "dynamic_batching": {
+                "preferred_batch_size": list(policy.preferred_batch_sizes),
+                "max_queue_delay_microseconds": int(policy.max_delay_ms * 1000),
+            },
+            "instance_group": [{"name": self.name, "count": policy.instances, "kind": "KIND_CPU"}],
+            "response_cache": {"enable": self.cache is not None},
+            "parameters": {"threads": spec.threads if spec else None},
+        }
+
+    async def _infer(self, request: InferRequest) -> dict[str, np.ndarray]:
         inputs = request.inputs
         if self.hook is not None and hasattr(self.hook, "preprocess"):
             inputs = await asyncio.to_thread(self.hook.preprocess, inputs)
@@ -100,6 +161,57 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def warm_up(predictor: ferry.Predictor, spec: ModelSpec, version: str) -> None:
+    """Run the model on made-up inputs before it takes traffic, so that the first request does not pay for
+    session creation, arena growth or OpenVINO's first compile. A model's config.json sets it:
+    `"warmup": {"batch_sizes": [1, 8], "runs": 1}`, or `"warmup": false`; the default is one run at batch 1.
+    A failure here fails the load, with the reason, and the version never serves."""
+    from ferry.converters.parity import random_feeds
+
+    setting = spec.config.get("warmup", {})
+    if setting is False:
+        return
+    if not isinstance(setting, dict):
+        raise ConfigError(f"model {spec.name!r}: 'warmup' must be an object or false, got {setting!r}")
+    sizes = setting.get("batch_sizes", [1])
+    runs = setting.get("runs", 1)
+    if not (isinstance(sizes, list) and all(isinstance(b, int) and b >= 1 for b in sizes)) or not (
+        isinstance(runs, int) and runs >= 1
+    ):
+        raise ConfigError(f"model {spec.name!r}: warmup needs batch_sizes (positive ints) and runs (>= 1)")
+    started = time.monotonic()
+    try:
+        for batch in sizes:
+            feeds = random_feeds(predictor.config.package.signature, batch=batch)
+            for _ in range(runs):
+                predictor.predict(feeds)
+    except FerryError as exc:
+        raise BackendError(f"model {spec.name!r} version {version}: warm-up failed: {exc}") from exc
+    log.warning(  # at the level of the startup lines, so that it shows without -v
+        "warmed up %s version %s in %.0f ms (batch sizes %s, %d run(s) each)",
+        spec.name, version, (time.monotonic() - started) * 1000, sizes, runs,
+    )  # fmt: skip
+
+
+def response_cache(spec: ModelSpec, hook: Any) -> ResponseCache | None:
+    """The model's response cache, when its config turns one on and its answers can be cached exactly."""
+    setting = spec.config.get("response_cache")
+    if not setting:
+        return None
+    if not isinstance(setting, dict) or not isinstance(setting.get("enable", False), bool):
+        raise ConfigError(f'model {spec.name!r}: \'response_cache\' must be {{"enable": true, "max_bytes": N}}')
+    if not setting.get("enable", False):
+        return None
+    if spec.config.get("deterministic", True) is False or hook is not None:
+        log.warning("not caching %s: its answers may differ for the same inputs (a hook, or deterministic: false)",
+                    spec.name)  # fmt: skip
+        return None
+    max_bytes = setting.get("max_bytes", 64 << 20)
+    if not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ConfigError(f"model {spec.name!r}: response_cache.max_bytes must be a positive integer")
+    return ResponseCache(max_bytes)
+
+
 def _batchable(package: ferry.ModelPackage) -> bool:
     """Merging requests needs a dynamic axis 0 shared by every input and output."""
     sig = package.signature
@@ -114,7 +226,7 @@ class Registry:
         defaults: BatchPolicy,
         backend: str = "auto",
         threads: int | None = None,
-        on_batch: Callable | None = None,
+        events: Any = None,
         hook: Any = None,
         spinning: bool = False,
         max_image_pixels: int | None = pipeline.MAX_PIXELS,
@@ -130,7 +242,7 @@ class Registry:
         for name, reason in broken.items():
             log.error("not serving %s: %s", name, reason)
         self._lock = threading.Lock()
-        self._on_batch = on_batch
+        self._events = events  # the server's Metrics: on_batch, on_cache
         self._hook = hook
         # Spinning engine threads take the cores from the event loop and from other workers, so servers
         # default to sleeping threads; a large model alone on the machine may still gain from spinning.
@@ -218,11 +330,26 @@ class Registry:
             return predictor.predict(inputs, names, validate=False)  # ServedModel.check ran before queueing
 
         def on_batch(rows: int, seconds: float, waits: list[float]) -> None:
-            if self._on_batch:
-                self._on_batch(spec.name, version, rows, seconds, waits)
+            if self._events is not None:
+                self._events.on_batch(spec.name, version, rows, seconds, waits)
 
-        batcher = Batcher(run, spec.policy, _batchable(package), f"{spec.name}-{version}", on_batch)
-        return ServedModel(spec.name, version, package, predictor, batcher, outputs, self._hook, self._max_image_pixels)
+        warm_up(predictor, spec, version)  # before it is listed: ready means warmed up
+        batchable = _batchable(package)
+        batcher = Batcher(run, spec.policy, batchable, f"{spec.name}-{version}", on_batch)
+        return ServedModel(
+            spec.name,
+            version,
+            package,
+            predictor,
+            batcher,
+            outputs,
+            self._hook,
+            self._max_image_pixels,
+            spec=spec,
+            batchable=batchable,
+            cache=response_cache(spec, self._hook),
+            events=self._events,
+        )
 
     def unload(self, name: str) -> None:
         with self._lock:

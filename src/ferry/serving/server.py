@@ -91,7 +91,7 @@ def build_service(options: ServeOptions) -> Service:
         options.policy,
         options.backend,
         options.threads,
-        metrics.on_batch,
+        metrics,
         hook,
         options.spinning,
         options.max_image_pixels,

@@ -29,7 +29,7 @@ from ferry.serving.codec import InferRequest
 from ferry.serving.metrics import Metrics
 from ferry.serving.registry import Registry, ServedModel
 
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 UNKNOWN_MODEL = "(unknown)"  # the metrics label of requests for models that do not exist
 
 
@@ -184,7 +184,7 @@ class Service:
                 label, ver = (model if model in self.registry.specs else UNKNOWN_MODEL), ""
             self.metrics.requests.labels(label, ver, protocol, outcome).inc()
             if served is not None:
-                self.metrics.latency.labels(label, ver, "total").observe(time.monotonic() - started)
+                self.metrics.on_request(label, ver, outcome == "success", time.monotonic() - started)
 
     def refresh_gauges(self) -> None:
         models = self.registry.all_models()
@@ -217,6 +217,25 @@ class Service:
             "inputs": tensors(sig.inputs),
             "outputs": tensors(sig.outputs),
         }
+
+    def model_stats(self, name: str | None, version: str | None) -> dict[str, Any]:
+        """Triton's statistics document for one model (one version, or all loaded) or for every model."""
+        if name is None:
+            keys = [(m.name, m.version) for m in self.registry.all_models()]
+        elif version:
+            served = self.registry.get(name, version)
+            keys = [(served.name, served.version)]
+        else:
+            self.registry.get(name)
+            keys = [(name, v) for v in self.registry.versions(name)]
+        return {"model_stats": self.metrics.statistics.report(keys)}
+
+    def model_config(self, name: str, version: str | None) -> dict[str, Any]:
+        """The model's configuration in Triton's JSON form (what ferry runs it with, as Triton would say it)."""
+        served = self.registry.get(name, version)
+        if not hasattr(served, "triton_config"):  # an ensemble: its members have their own configs
+            return {"name": name, "platform": "ensemble", "max_batch_size": 0}
+        return served.triton_config()
 
     def model_ready(self, name: str, version: str | None) -> bool:
         try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 
 from ferry.errors import FerryError, RequestError, status_for
 from ferry.protocol import datatypes
@@ -139,6 +140,17 @@ class GrpcService:
         response = encode_infer(self.m.ModelInferResponse, request, results, served.name, served.version)
         if variant is not None:
             response.parameters["variant"].string_param = variant
+        return response
+
+    async def ModelStatistics(self, req: Any) -> Any:
+        doc = self.service.model_stats(req.name or None, req.version or None)
+        return json_format.ParseDict(doc, self.m.ModelStatisticsResponse())
+
+    async def ModelConfig(self, req: Any) -> Any:
+        config = self.service.model_config(req.name, req.version or None)
+        known = {f.name for f in self.m.ModelConfigResponse.DESCRIPTOR.fields_by_name["config"].message_type.fields}
+        response = self.m.ModelConfigResponse()
+        json_format.ParseDict({"config": {k: v for k, v in config.items() if k in known}}, response)
         return response
 
     async def RepositoryIndex(self, req: Any) -> Any:

@@ -88,6 +88,18 @@ from ferry.cli._options import DEMO_ROOT
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM CA: clients must present a certificate it signed (mTLS).",
 )
+@click.option(
+    "--trace-otlp-endpoint",
+    default=None,
+    help="Send OpenTelemetry spans over OTLP/HTTP here, e.g. http://127.0.0.1:4318/v1/traces.",
+)
+@click.option(
+    "--trace-sample-rate",
+    type=click.FloatRange(0, 1),
+    default=1.0,
+    show_default=True,
+    help="Share of new traces kept (a caller's traceparent decides for its own).",
+)
 def serve(
     path,
     demo,
@@ -120,6 +132,8 @@ def serve(
     tls_cert,
     tls_key,
     tls_client_ca,
+    trace_otlp_endpoint,
+    trace_sample_rate,
 ) -> None:
     """Serve models over the Open Inference Protocol (HTTP/REST and gRPC)."""
     from ferry.serving.batching import BatchPolicy
@@ -162,6 +176,8 @@ def serve(
         spinning=spin,
         max_image_pixels=int(max_image_pixels * 1e6),
         tls=tls,
+        trace_otlp_endpoint=trace_otlp_endpoint,
+        trace_sample_rate=trace_sample_rate,
         limits=ConnectionLimits(header_timeout, body_timeout, idle_timeout, int(max_header_kb * 1024), max_connections),
     )
     if workers > 1 and model_control == "explicit":

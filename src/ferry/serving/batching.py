@@ -45,6 +45,7 @@ class Pending:
     rows: int
     enqueued: float = field(default_factory=time.monotonic)
     key: tuple = ()
+    times: Any = None  # a tracing.BatchTimes when the request is traced
 
     def __post_init__(self) -> None:
         # Requests merge only with requests of the same non-batch shapes, dtypes and requested outputs.
@@ -118,10 +119,17 @@ class Batcher:
     def idle(self) -> bool:
         return not self._queue and not self._busy
 
-    async def submit(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    async def submit(
+        self, inputs: dict[str, np.ndarray], outputs: list[str], times: Any = None
+    ) -> dict[str, np.ndarray]:
+        """Queue one request and wait for its rows. `times` (a tracing.BatchTimes) gets the moments it was
+        queued, started and finished, for the request's trace."""
         loop = asyncio.get_running_loop()
         first = next(iter(inputs.values()))
         item = Pending(inputs, outputs, loop, loop.create_future(), first.shape[0] if first.ndim else 1)
+        if times is not None:
+            times.enqueued = time.time_ns()
+            item.times = times
         with self._cond:
             if self._closing:
                 raise Retired("the model version is unloading")
@@ -205,6 +213,7 @@ class Batcher:
         if not batch:
             return
         started = time.monotonic()
+        started_ns = time.time_ns()
         waits = [started - p.enqueued for p in batch]
         try:
             if len(batch) == 1:
@@ -220,8 +229,13 @@ class Batcher:
             for p in batch:
                 _resolve(p, error=exc)
             return
+        rows = sum(p.rows for p in batch)
         if self._on_batch:
-            self._on_batch(sum(p.rows for p in batch), time.monotonic() - started, waits)
+            self._on_batch(rows, time.monotonic() - started, waits)
+        finished_ns = time.time_ns()
+        for p in batch:
+            if p.times is not None:
+                p.times.started, p.times.finished, p.times.rows = started_ns, finished_ns, rows
         if len(batch) == 1:
             _resolve(batch[0], results)
             return

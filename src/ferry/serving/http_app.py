@@ -8,6 +8,7 @@ Retry-After, 504; 500 only for true faults).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ from ferry.serving import paddle_compat
 from ferry.serving.codec import InferRequest, decode_rest, encode_rest, loads
 from ferry.serving.metrics import CONTENT_TYPE
 from ferry.serving.service import Service
+from ferry.serving.tracing import Tracing
 
 log = logging.getLogger("ferry.serve")
 HEADER_LENGTH = "inference-header-content-length"
@@ -116,6 +118,7 @@ async def _gone(request: Request) -> bool:
     return await request.is_disconnected()
 
 
+_NO_PHASE = contextlib.nullcontext()
 OPEN, USER, ADMIN = "open", "user", "admin"  # who may call an endpoint: anyone, key holders, admins
 _SAFE_DIGITS = re.compile(r"[0-9]{1,12}")
 
@@ -188,16 +191,25 @@ class HttpApi:
         return JSONResponse({"name": p["model"], "ready": ok}, status_code=200 if ok else 400)
 
     async def infer(self, request: Request) -> Response:
+        tracing = self.service.tracing
+        if tracing.tracer is None:  # tracing off: not even a context manager on the way
+            return await self._infer(request, None)
+        with tracing.request(request.path_params["model"], "http", request.headers):
+            return await self._infer(request, tracing)
+
+    async def _infer(self, request: Request, tracing: Tracing | None) -> Response:
         p = request.path_params
         body = await read_body(request, self.limit)
         header_length = request.headers.get(HEADER_LENGTH)
         if header_length is not None and not _SAFE_DIGITS.fullmatch(header_length.strip()):
             raise RequestError(f"Inference-Header-Content-Length must be a number, got {header_length[:40]!r}")
-        req = decode_rest(body, int(header_length) if header_length is not None else None)
+        with tracing.phase("decode") if tracing else _NO_PHASE:
+            req = decode_rest(body, int(header_length) if header_length is not None else None)
         served, results, variant = await self.sweeper.run(
             request, self.service.infer_routed(p["model"], p.get("version"), req, "http", request.headers)
         )
-        payload, json_length = encode_rest(req, results, served.name, served.version)
+        with tracing.phase("encode") if tracing else _NO_PHASE:
+            payload, json_length = encode_rest(req, results, served.name, served.version)
         headers = {"x-ferry-model-version": served.version, "x-ferry-worker": WORKER}
         if variant is not None:
             headers["x-ferry-variant"] = variant

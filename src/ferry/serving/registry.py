@@ -25,7 +25,7 @@ from ferry.errors import (
     UnavailableError,
 )
 from ferry.protocol import datatypes
-from ferry.serving import pipeline
+from ferry.serving import pipeline, tracing
 from ferry.serving.batching import Batcher, BatchPolicy
 from ferry.serving.cache import ResponseCache, request_key
 from ferry.serving.codec import InferRequest
@@ -50,6 +50,7 @@ class ServedModel:
     batchable: bool = False
     cache: ResponseCache | None = None
     events: Any = None  # where cache lookups are reported (the server's Metrics)
+    tracer: Any = None  # an OpenTelemetry tracer when tracing is on
 
     @property
     def signature(self):
@@ -134,7 +135,10 @@ class ServedModel:
         if images:
             inputs = await self._decode(inputs)
         extra = pipeline.EXTRA_OUTPUTS if images and pipeline.has_topk(self.package) else ()
-        outputs = await self.batcher.submit(inputs, self.check(inputs, request.outputs, extra))
+        times = tracing.BatchTimes() if tracing.current.get() is not None else None
+        outputs = await self.batcher.submit(inputs, self.check(inputs, request.outputs, extra), times)
+        if times is not None:
+            tracing.record_batch(self.tracer, times)
         if extra:
             outputs = pipeline.label_outputs(self.package, outputs)
         if self.hook is not None and hasattr(self.hook, "postprocess"):
@@ -243,6 +247,7 @@ class Registry:
             log.error("not serving %s: %s", name, reason)
         self._lock = threading.Lock()
         self._events = events  # the server's Metrics: on_batch, on_cache
+        self.tracer = None  # set by the server when tracing is on
         self._hook = hook
         # Spinning engine threads take the cores from the event loop and from other workers, so servers
         # default to sleeping threads; a large model alone on the machine may still gain from spinning.
@@ -349,6 +354,7 @@ class Registry:
             batchable=batchable,
             cache=response_cache(spec, self._hook),
             events=self._events,
+            tracer=self.tracer,
         )
 
     def unload(self, name: str) -> None:

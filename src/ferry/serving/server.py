@@ -29,6 +29,7 @@ from ferry.serving.http_limits import ConnectionLimits, protocol_class, usable_c
 from ferry.serving.metrics import Metrics
 from ferry.serving.registry import Registry
 from ferry.serving.service import Service, Settings
+from ferry.serving.tracing import Tracing
 
 log = logging.getLogger("ferry.serve")
 
@@ -77,6 +78,9 @@ class ServeOptions:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     max_image_pixels: int = MAX_PIXELS  # images larger than this are refused before decoding
     tls: TlsFiles | None = None
+    trace_otlp_endpoint: str | None = None  # spans to this OTLP/HTTP collector (plain data: workers get a copy)
+    trace_sample_rate: float = 1.0
+    tracer: Any = None  # an OpenTelemetry tracer to use instead (tests pass the SDK's in-memory one)
 
 
 def build_service(options: ServeOptions) -> Service:
@@ -96,7 +100,14 @@ def build_service(options: ServeOptions) -> Service:
         options.spinning,
         options.max_image_pixels,
     )
-    service = Service(registry, options.settings, metrics)
+    if options.tracer is not None:
+        tracing = Tracing(options.tracer)
+    elif options.trace_otlp_endpoint:
+        tracing = Tracing.otlp(options.trace_otlp_endpoint, options.trace_sample_rate)
+    else:
+        tracing = Tracing.off()
+    registry.tracer = tracing.tracer
+    service = Service(registry, options.settings, metrics, tracing=tracing)
     failures = service.registry.load_all()
     if failures and not service.registry.all_models() and options.settings.model_control == "none":
         # Nothing to serve and nothing will ever be loaded: say why and stop, rather than answer 503 forever.
@@ -208,7 +219,13 @@ async def _start_grpc(options: ServeOptions, service: Service, shared: bool) -> 
     return server
 
 
-async def serve(options: ServeOptions, ready: asyncio.Event | None = None, announce: bool = True) -> None:
+async def serve(
+    options: ServeOptions,
+    ready: asyncio.Event | None = None,
+    announce: bool = True,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, or until `stop` is set (servers run inside another program or a test)."""
     service = build_service(options)
     shared = options.workers > 1
     limits = replace(options.limits, max_connections=usable_connections(options.limits.max_connections))
@@ -230,7 +247,7 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None, annou
     http.install_signal_handlers = lambda: None  # ours below stop both servers
     grpc_server = await _start_grpc(options, service, shared) if options.grpc_port is not None else None
 
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:

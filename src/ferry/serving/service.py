@@ -28,6 +28,7 @@ from ferry.serving.batching import Retired
 from ferry.serving.codec import InferRequest
 from ferry.serving.metrics import Metrics
 from ferry.serving.registry import Registry, ServedModel
+from ferry.serving.tracing import Tracing
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 UNKNOWN_MODEL = "(unknown)"  # the metrics label of requests for models that do not exist
@@ -49,6 +50,7 @@ class Service:
     traffic: dict[str, traffic_mod.TrafficPolicy] = field(default_factory=dict)
     _background: set = field(default_factory=set)
     stopping: bool = False  # set when the grace period ran out: requests still waiting answer 503
+    tracing: Tracing = field(default_factory=Tracing.off)
 
     def __post_init__(self) -> None:
         for name, spec in self.registry.specs.items():

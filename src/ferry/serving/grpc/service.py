@@ -6,6 +6,7 @@ Message classes come from `ferry.protocol.messages`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -21,6 +22,7 @@ from ferry.serving.codec import InferRequest
 from ferry.serving.service import Service
 
 log = logging.getLogger("ferry.serve")
+_NO_PHASE = contextlib.nullcontext()
 OPEN = ("ServerLive", "ServerReady")  # methods anyone may call
 ADMIN = ("RepositoryModelLoad", "RepositoryModelUnload")  # methods that need admin rights
 _CONTENTS_FIELD = {
@@ -133,11 +135,20 @@ class GrpcService:
         return response
 
     async def ModelInfer(self, req: Any, metadata: dict[str, str]) -> Any:
-        request = decode_infer(req)
+        tracing = self.service.tracing
+        if tracing.tracer is None:
+            return await self._infer(req, metadata, None)
+        with tracing.request(req.model_name, "grpc", metadata):
+            return await self._infer(req, metadata, tracing)
+
+    async def _infer(self, req: Any, metadata: dict[str, str], tracing: Any) -> Any:
+        with tracing.phase("decode") if tracing else _NO_PHASE:
+            request = decode_infer(req)
         served, results, variant = await self.service.infer_routed(
             req.model_name, req.model_version or None, request, "grpc", metadata
         )
-        response = encode_infer(self.m.ModelInferResponse, request, results, served.name, served.version)
+        with tracing.phase("encode") if tracing else _NO_PHASE:
+            response = encode_infer(self.m.ModelInferResponse, request, results, served.name, served.version)
         if variant is not None:
             response.parameters["variant"].string_param = variant
         return response

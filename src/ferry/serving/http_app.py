@@ -37,7 +37,6 @@ from ferry.serving import paddle_compat
 from ferry.serving.codec import InferRequest, decode_rest, encode_rest, loads
 from ferry.serving.metrics import CONTENT_TYPE
 from ferry.serving.service import Service
-from ferry.serving.tracing import Tracing
 
 log = logging.getLogger("ferry.serve")
 HEADER_LENGTH = "inference-header-content-length"
@@ -191,25 +190,20 @@ class HttpApi:
         return JSONResponse({"name": p["model"], "ready": ok}, status_code=200 if ok else 400)
 
     async def infer(self, request: Request) -> Response:
-        tracing = self.service.tracing
-        if tracing.tracer is None:  # tracing off: not even a context manager on the way
-            return await self._infer(request, None)
-        with tracing.request(request.path_params["model"], "http", request.headers):
-            return await self._infer(request, tracing)
-
-    async def _infer(self, request: Request, tracing: Tracing | None) -> Response:
         p = request.path_params
-        body = await read_body(request, self.limit)
-        header_length = request.headers.get(HEADER_LENGTH)
-        if header_length is not None and not _SAFE_DIGITS.fullmatch(header_length.strip()):
-            raise RequestError(f"Inference-Header-Content-Length must be a number, got {header_length[:40]!r}")
-        with tracing.phase("decode") if tracing else _NO_PHASE:
-            req = decode_rest(body, int(header_length) if header_length is not None else None)
-        served, results, variant = await self.sweeper.run(
-            request, self.service.infer_routed(p["model"], p.get("version"), req, "http", request.headers)
-        )
-        with tracing.phase("encode") if tracing else _NO_PHASE:
-            payload, json_length = encode_rest(req, results, served.name, served.version)
+        tracing = self.service.tracing if self.service.tracing.tracer is not None else None
+        with tracing.request(p["model"], "http", request.headers) if tracing else _NO_PHASE:
+            body = await read_body(request, self.limit)
+            header_length = request.headers.get(HEADER_LENGTH)
+            if header_length is not None and not _SAFE_DIGITS.fullmatch(header_length.strip()):
+                raise RequestError(f"Inference-Header-Content-Length must be a number, got {header_length[:40]!r}")
+            with tracing.phase("decode") if tracing else _NO_PHASE:
+                req = decode_rest(body, int(header_length) if header_length is not None else None)
+            served, results, variant = await self.sweeper.run(
+                request, self.service.infer_routed(p["model"], p.get("version"), req, "http", request.headers)
+            )
+            with tracing.phase("encode") if tracing else _NO_PHASE:
+                payload, json_length = encode_rest(req, results, served.name, served.version)
         headers = {"x-ferry-model-version": served.version, "x-ferry-worker": WORKER}
         if variant is not None:
             headers["x-ferry-variant"] = variant

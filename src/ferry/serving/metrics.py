@@ -50,10 +50,19 @@ class Metrics:
             "ferry_response_cache", "Response cache lookups by result", ["model", "version", "result"], registry=r
         )
         self.statistics = Statistics()
+        self._children: dict[tuple[str, ...], tuple] = {}
 
-    def on_request(self, model: str, version: str, ok: bool, seconds: float) -> None:
-        self.latency.labels(model, version, "total").observe(seconds)
-        self.statistics.on_request(model, version, ok, seconds)
+    def on_request(self, model: str, version: str, protocol: str, outcome: str, seconds: float | None) -> None:
+        """One request's outcome; `seconds` is None when no model answered (unknown or not ready)."""
+        key = (model, version, protocol, outcome)
+        child = self._children.get(key)
+        if child is None:
+            # prometheus_client's labels() builds and locks per call (about 1.5 us); a request reuses its child.
+            child = self._children[key] = (self.requests.labels(*key), self.latency.labels(model, version, "total"))
+        child[0].inc()
+        if seconds is not None:
+            child[1].observe(seconds)
+            self.statistics.on_request(model, version, outcome == "success", seconds)
 
     def on_cache(self, model: str, version: str, hit: bool, seconds: float) -> None:
         self.cache.labels(model, version, "hit" if hit else "miss").inc()

@@ -82,17 +82,34 @@ class ServedModel:
             self.decoding -= 1
 
     async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
-        if self.cache is None:
-            return await self._infer(request)
-        started = time.monotonic()
-        key = request_key(request.inputs, request.outputs)
-        found = self.cache.get(key)
-        if self.events is not None:
-            self.events.on_cache(self.name, self.version, found is not None, time.monotonic() - started)
-        if found is not None:
-            return dict(found)
-        outputs = await self._infer(request)
-        self.cache.put(key, outputs)
+        key = None
+        if self.cache is not None:
+            started = time.monotonic()
+            key = request_key(request.inputs, request.outputs)
+            found = self.cache.get(key)
+            if self.events is not None:
+                self.events.on_cache(self.name, self.version, found is not None, time.monotonic() - started)
+            if found is not None:
+                return dict(found)
+        inputs = request.inputs
+        if self.hook is not None and hasattr(self.hook, "preprocess"):
+            inputs = await asyncio.to_thread(self.hook.preprocess, inputs)
+        images = pipeline.wants_decoding(self.package, inputs)
+        if images:
+            inputs = await self._decode(inputs)
+        extra = pipeline.EXTRA_OUTPUTS if images and pipeline.has_topk(self.package) else ()
+        times = tracing.BatchTimes() if tracing.current.get() is not None else None
+        outputs = await self.batcher.submit(inputs, self.check(inputs, request.outputs, extra), times)
+        if times is not None:
+            tracing.record_batch(self.tracer, times)
+        if extra:
+            outputs = pipeline.label_outputs(self.package, outputs)
+        if self.hook is not None and hasattr(self.hook, "postprocess"):
+            outputs = await asyncio.to_thread(self.hook.postprocess, inputs, outputs)
+        if request.outputs is not None:
+            outputs = {k: outputs[k] for k in request.outputs if k in outputs}
+        if key is not None:
+            self.cache.put(key, outputs)
         return outputs
 
     def triton_config(self) -> dict[str, Any]:
@@ -126,26 +143,6 @@ class ServedModel:
             "response_cache": {"enable": self.cache is not None},
             "parameters": {"threads": spec.threads if spec else None},
         }
-
-    async def _infer(self, request: InferRequest) -> dict[str, np.ndarray]:
-        inputs = request.inputs
-        if self.hook is not None and hasattr(self.hook, "preprocess"):
-            inputs = await asyncio.to_thread(self.hook.preprocess, inputs)
-        images = pipeline.wants_decoding(self.package, inputs)
-        if images:
-            inputs = await self._decode(inputs)
-        extra = pipeline.EXTRA_OUTPUTS if images and pipeline.has_topk(self.package) else ()
-        times = tracing.BatchTimes() if tracing.current.get() is not None else None
-        outputs = await self.batcher.submit(inputs, self.check(inputs, request.outputs, extra), times)
-        if times is not None:
-            tracing.record_batch(self.tracer, times)
-        if extra:
-            outputs = pipeline.label_outputs(self.package, outputs)
-        if self.hook is not None and hasattr(self.hook, "postprocess"):
-            outputs = await asyncio.to_thread(self.hook.postprocess, inputs, outputs)
-        if request.outputs is not None:
-            outputs = {k: outputs[k] for k in request.outputs if k in outputs}
-        return outputs
 
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")

@@ -184,9 +184,8 @@ class Service:
                 label, ver = served.name, served.version
             else:
                 label, ver = (model if model in self.registry.specs else UNKNOWN_MODEL), ""
-            self.metrics.requests.labels(label, ver, protocol, outcome).inc()
-            if served is not None:
-                self.metrics.on_request(label, ver, outcome == "success", time.monotonic() - started)
+            seconds = time.monotonic() - started if served is not None else None
+            self.metrics.on_request(label, ver, protocol, outcome, seconds)
 
     def refresh_gauges(self) -> None:
         models = self.registry.all_models()

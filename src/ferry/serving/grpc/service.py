@@ -135,20 +135,15 @@ class GrpcService:
         return response
 
     async def ModelInfer(self, req: Any, metadata: dict[str, str]) -> Any:
-        tracing = self.service.tracing
-        if tracing.tracer is None:
-            return await self._infer(req, metadata, None)
-        with tracing.request(req.model_name, "grpc", metadata):
-            return await self._infer(req, metadata, tracing)
-
-    async def _infer(self, req: Any, metadata: dict[str, str], tracing: Any) -> Any:
-        with tracing.phase("decode") if tracing else _NO_PHASE:
-            request = decode_infer(req)
-        served, results, variant = await self.service.infer_routed(
-            req.model_name, req.model_version or None, request, "grpc", metadata
-        )
-        with tracing.phase("encode") if tracing else _NO_PHASE:
-            response = encode_infer(self.m.ModelInferResponse, request, results, served.name, served.version)
+        tracing = self.service.tracing if self.service.tracing.tracer is not None else None
+        with tracing.request(req.model_name, "grpc", metadata) if tracing else _NO_PHASE:
+            with tracing.phase("decode") if tracing else _NO_PHASE:
+                request = decode_infer(req)
+            served, results, variant = await self.service.infer_routed(
+                req.model_name, req.model_version or None, request, "grpc", metadata
+            )
+            with tracing.phase("encode") if tracing else _NO_PHASE:
+                response = encode_infer(self.m.ModelInferResponse, request, results, served.name, served.version)
         if variant is not None:
             response.parameters["variant"].string_param = variant
         return response

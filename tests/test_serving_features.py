@@ -139,3 +139,23 @@ def test_response_cache_unit_lru_by_bytes():
     assert request_key({"x": np.ones((1, 4), np.float32)}, ["y"]) != request_key(
         {"x": np.ones((1, 4), np.float32)}, None
     )
+
+
+def test_queue_limit_and_timeout_are_set_per_model(tmp_path):
+    """config.json's max_queue and timeout_ms bound one model; the other keeps the server-wide values."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving_helpers import slow_model
+
+    for name in ("strict", "lenient"):
+        ferry.save(slow_model(rounds=400), tmp_path / name / "1", name=name, version="1")
+    (tmp_path / "strict" / "config.json").write_text(json.dumps({"max_queue": 1, "timeout_ms": 20}))
+    body = infer_body(np.ones((1, 1024), np.float32))
+    with running_server(tmp_path, "--max-batch-size", "1", "--max-queue", "64") as s:
+        for name, allowed in (("strict", {200, 503, 504}), ("lenient", {200})):
+            with ThreadPoolExecutor(12) as pool:
+                paths = [f"/v2/models/{name}/infer"] * 12
+                statuses = list(pool.map(lambda path: post(s, path, body)[0], paths))
+            assert set(statuses) <= allowed, (name, statuses)
+            if name == "strict":
+                assert {503, 504} & set(statuses), statuses

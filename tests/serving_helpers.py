@@ -167,3 +167,20 @@ def infer_body(x: np.ndarray, name: str = "x", datatype: str = "FP32") -> bytes:
     return json.dumps(
         {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}]}
     ).encode()
+
+
+def sigterm_during(server: Server, calls: int, after: float, path: str = "/v2/models/slow/infer") -> tuple[list, int]:
+    """Start `calls` requests to the slow model at once, send SIGTERM `after` seconds later; returns their
+    statuses and the server's exit code."""
+    import threading
+
+    results: list[int] = []
+    body = infer_body(np.ones((1, 1024), np.float32))
+    threads = [threading.Thread(target=lambda: results.append(post(server, path, body)[0])) for _ in range(calls)]
+    for t in threads:
+        t.start()
+    time.sleep(after)
+    server.process.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join()
+    return results, server.process.wait(timeout=60)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ import pytest
 
 import ferry
 from ferry.serving.http_app import infer_path
-from serving_helpers import W, get, infer_body, linear_model, make_repository, post, running_server
+from serving_helpers import W, get, infer_body, linear_model, make_repository, post, running_server, sigterm_during
 
 tritonhttp = pytest.importorskip("tritonclient.http")
 tritongrpc = pytest.importorskip("tritonclient.grpc")
@@ -319,18 +318,8 @@ def test_requests_past_their_timeout_get_504_and_are_not_run(repo):
 
 def test_sigterm_finishes_requests_in_flight(repo):
     with running_server(repo, "--max-batch-size", "1") as s:
-        results: list[int] = []
-        body = infer_body(np.ones((1, 1024), np.float32))
-        threads = [
-            threading.Thread(target=lambda: results.append(post(s, "/v2/models/slow/infer", body)[0])) for _ in range(6)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(0.05)
-        s.process.send_signal(signal.SIGTERM)
-        for t in threads:
-            t.join()
-        assert s.process.wait(timeout=30) == 0
+        results, code = sigterm_during(s, calls=6, after=0.05)
+        assert code == 0
         assert results == [200] * 6
 
 

@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 
 import ferry
-from serving_helpers import free_port, get, infer_body, linear_model, post, running_server, slow_model
+from serving_helpers import (
+    free_port,
+    get,
+    infer_body,
+    linear_model,
+    post,
+    running_server,
+    sigterm_during,
+    slow_model,
+)
 
 tritonhttp = pytest.importorskip("tritonclient.http")
 
@@ -151,17 +160,8 @@ def _alive(pid: int) -> bool:
 def test_requests_still_queued_when_the_grace_period_ends_get_503(tmp_path):
     ferry.save(slow_model(rounds=2000), tmp_path / "slow" / "1", name="slow", version="1")
     with running_server(tmp_path, "--max-batch-size", "1", "--grace-seconds", "1") as s:
-        results: list[int] = []
-        body = infer_body(np.ones((1, 1024), np.float32))
-        threads = [threading.Thread(target=lambda: results.append(post(s, "/v2/models/slow/infer", body)[0]))
-                   for _ in range(40)]  # fmt: skip  # 40 runs of about 60 ms: past the 1 s grace
-        for t in threads:
-            t.start()
-        time.sleep(0.3)
-        s.process.send_signal(signal.SIGTERM)
-        for t in threads:
-            t.join()
-        assert s.process.wait(timeout=60) == 0
+        results, code = sigterm_during(s, calls=40, after=0.3)  # 40 runs of about 60 ms: past the 1 s grace
+        assert code == 0
     assert 500 not in results and 503 in results, results
 
 

@@ -114,6 +114,13 @@ def test_the_response_cache_answers_repeats_exactly(server):
     assert 'ferry_response_cache_total{model="cached",result="hit",version="1"} 2.0' in text
     config = tritonhttp.InferenceServerClient(server.http).get_model_config("cached")
     assert config["response_cache"] == {"enable": True}
+    # gRPC goes through the same cache: the answer to the same tensor is a hit there too.
+    client = tritongrpc.InferenceServerClient(server.grpc)
+    inp = tritongrpc.InferInput("x", [2, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    np.testing.assert_allclose(client.infer("cached", [inp]).as_numpy("y"), x @ W * 3, rtol=1e-5)
+    stats = json.loads(get(server, "/v2/models/cached/stats")[1])["model_stats"][0]["inference_stats"]
+    assert stats["cache_hit"]["count"] == 3
 
 
 def test_the_cache_keeps_within_its_byte_limit_and_models_without_it_are_never_cached(server):

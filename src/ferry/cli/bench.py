@@ -64,7 +64,8 @@ def bench(
     if backends == "all":
         console.print(
             "measuring the installed engines; lite (the numpy engine for devices) is not in 'all': name it to "
-            f"time it too, e.g. --backend {','.join([*names, 'lite'])}"
+            f"time it too, e.g. --backend {','.join([*names, 'lite'])}",
+            soft_wrap=True,  # one line whatever the terminal's width, so that it can be grepped
         )
     results = []
     with console.status("measuring") as status:

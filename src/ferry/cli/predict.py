@@ -48,7 +48,7 @@ def predict(package, inputs, output, batch_size, resume, demo, cast, max_constan
     pkg = ferry.load(package, max_constant_bytes=int(max_constant_mb * (1 << 20)))
     predictor = ferry.create_predictor(make_config(pkg, backend, threads, precision))
     samples = read_inputs(list(inputs), pkg)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # messages stay one line whatever the terminal's width
     if cast:
         for name, array in samples.arrays.items():
             if array.dtype.kind == "f" and array.dtype != np.dtype(cast):

@@ -79,6 +79,9 @@ class EnsembleModel:
         self.name = spec.name
         self._registry = registry
 
+    def members(self) -> list[tuple[str, str | None]]:
+        return [(s.model, s.version) for s in self.spec.steps]
+
     @property
     def signature(self) -> Signature:
         """Input specs from the members that read them, output specs from the members that make them."""

@@ -49,6 +49,13 @@ class Metrics:
         self.cache = Counter(
             "ferry_response_cache", "Response cache lookups by result", ["model", "version", "result"], registry=r
         )
+        self.steps = Histogram(
+            "ferry_pipeline_step_seconds",
+            "Time per pipeline step and request (a fan-out step's items together)",
+            ["pipeline", "step"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.statistics = Statistics()
         self._children: dict[tuple[str, ...], tuple] = {}
 
@@ -63,6 +70,9 @@ class Metrics:
         if seconds is not None:
             child[1].observe(seconds)
             self.statistics.on_request(model, version, outcome == "success", seconds)
+
+    def on_step(self, pipeline: str, step: str, seconds: float) -> None:
+        self.steps.labels(pipeline, step).observe(seconds)
 
     def on_cache(self, model: str, version: str, hit: bool, seconds: float) -> None:
         self.cache.labels(model, version, "hit" if hit else "miss").inc()

@@ -31,6 +31,7 @@ from ferry.serving.cache import ResponseCache, request_key
 from ferry.serving.codec import InferRequest
 from ferry.serving.ensemble import EnsembleModel
 from ferry.serving.repository import ModelSpec, discover, discover_ensembles, is_package, read_model
+from ferry.serving.stages import PipelineModel, PipelineSpec
 
 log = logging.getLogger("ferry.serve")
 
@@ -236,7 +237,10 @@ class Registry:
         self._defaults, self._backend, self._threads = defaults, backend, threads
         broken: dict[str, str] = {}
         self.specs = {s.name: s for s in discover(self.root, defaults, backend, threads, broken)}
-        self.ensembles = {e.name: EnsembleModel(e, self) for e in discover_ensembles(self.root)}
+        self.ensembles = {
+            e.name: PipelineModel(e, self, events) if isinstance(e, PipelineSpec) else EnsembleModel(e, self)
+            for e in discover_ensembles(self.root)
+        }
         self._models: dict[str, dict[str, ServedModel]] = {}
         # (model, version) -> (state, reason); a model whose folder could not be read has version "".
         self._states: dict[tuple[str, str], tuple[str, str]] = {(n, ""): ("UNAVAILABLE", r) for n, r in broken.items()}
@@ -404,7 +408,7 @@ class Registry:
         for (name, version), (state, reason) in sorted(self._states.items()):
             rows.append({"name": name, "version": version, "state": state, "reason": reason})
         for name, ensemble in sorted(self.ensembles.items()):
-            missing = [s.model for s in ensemble.spec.steps if not self._has(s.model, s.version)]
+            missing = [model for model, version in ensemble.members() if not self._has(model, version)]
             state, reason = ("READY", "") if not missing else ("UNAVAILABLE", f"members not loaded: {missing}")
             rows.append({"name": name, "version": "1", "state": state, "reason": reason})
         return rows

@@ -23,6 +23,8 @@ from ferry.package.manifest import MANIFEST_NAME
 from ferry.serving.batching import BatchPolicy
 from ferry.serving.ensemble import EnsembleSpec
 from ferry.serving.ensemble import parse as parse_ensemble
+from ferry.serving.stages import PipelineSpec
+from ferry.serving.stages import parse as parse_pipeline
 
 
 @dataclass
@@ -143,8 +145,9 @@ def _policy(config: dict[str, Any], defaults: BatchPolicy, source: Path) -> Batc
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def discover_ensembles(root: Path) -> list[EnsembleSpec]:
-    """Folders of `root` whose config.json declares an ensemble (and that hold no version folders)."""
+def discover_ensembles(root: Path) -> list[EnsembleSpec | PipelineSpec]:
+    """Folders of `root` whose config.json declares an ensemble or a pipeline (and that hold no version
+    folders)."""
     if is_package(root) or not root.is_dir():
         return []
     found = []
@@ -158,4 +161,6 @@ def discover_ensembles(root: Path) -> list[EnsembleSpec]:
             raise ConfigError(f"{config_path}: not valid JSON ({exc})") from None
         if isinstance(config, dict) and "ensemble" in config:
             found.append(parse_ensemble(folder.name, config["ensemble"], config_path))
+        elif isinstance(config, dict) and "pipeline" in config:
+            found.append(parse_pipeline(folder.name, config["pipeline"], config_path))
     return found

@@ -1,4 +1,4 @@
-"""`ferry serve PATH` (a package or a model repository), and `ferry serve --demo`."""
+"""`ferry serve PATH` (a package or a model repository), `ferry serve --demo` and `ferry serve --demo ocr`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ from ferry.cli._options import DEMO_ROOT
 
 @click.command()
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
-@click.option("--demo", is_flag=True, help="Serve the bundled digits model.")
+@click.option(
+    "--demo",
+    type=click.Choice(["digits", "ocr"]),
+    is_flag=False,
+    flag_value="digits",
+    default=None,
+    help="Serve a demo: the bundled digits model (--demo), or PP-OCR as a pipeline (--demo ocr).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--http-port", type=int, default=8000, show_default=True)
 @click.option("--grpc-port", type=int, default=8001, show_default=True, help="0 turns gRPC off.")
@@ -141,8 +148,12 @@ def serve(
     from ferry.serving.server import ServeOptions, TlsFiles, run_workers
     from ferry.serving.service import Settings
 
-    if demo:
+    if demo == "digits":
         path = DEMO_ROOT / "digits"
+    elif demo == "ocr":
+        from ferry.ocr import demo_repository
+
+        path = demo_repository()
     if path is None:
         raise click.UsageError("give a package or a model repository folder (or --demo)")
     if (tls_cert is None) != (tls_key is None) or (tls_client_ca is not None and tls_cert is None):

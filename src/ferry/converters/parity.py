@@ -88,12 +88,18 @@ def compare(
     return report
 
 
-def random_feeds(signature: Signature, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs shaped by the signature: named dims become `batch` on axis 0 and 8 elsewhere."""
+def random_feeds(
+    signature: Signature, batch: int = 2, seed: int = 0, dims: dict[str, int] | None = None
+) -> dict[str, np.ndarray]:
+    """Inputs shaped by the signature: named dims take their size from `dims`, else `batch` on axis 0 and 8
+    elsewhere."""
     rng = np.random.default_rng(seed)
+    dims = dims or {}
     feeds = {}
     for spec in signature.inputs:
-        shape = [d if isinstance(d, int) else (batch if axis == 0 else 8) for axis, d in enumerate(spec.shape)]
+        shape = [
+            d if isinstance(d, int) else dims.get(d, batch if axis == 0 else 8) for axis, d in enumerate(spec.shape)
+        ]
         if spec.dtype.startswith("float"):
             feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         elif spec.dtype == "bool":

@@ -2,7 +2,8 @@
 `module:function` (code: it runs in the server with its rights, like `--hook`).
 
 A function takes numpy arrays (or, in a gather step, lists of them) as keyword arguments named after its
-step's inputs, and returns a dict of its outputs, or a tuple in the order the step lists them.
+step's inputs, and returns a dict of its outputs, a tuple in the order the step lists them, or (for one
+output) the value.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def builtin(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 def resolve(spec: str) -> Callable[..., Any]:
     """A built-in function's name, or `module:function`."""
+    if spec.startswith("ocr.") and spec not in BUILTIN:
+        import ferry.ocr  # noqa: F401  (registers PP-OCR's steps; needs the ocr extra)
     if spec in BUILTIN:
         return BUILTIN[spec]
     module_name, _, attr = spec.partition(":")

@@ -166,7 +166,8 @@ def describe(exc: BaseException) -> str:
 def warm_up(predictor: ferry.Predictor, spec: ModelSpec, version: str) -> None:
     """Run the model on made-up inputs before it takes traffic, so that the first request does not pay for
     session creation, arena growth or OpenVINO's first compile. A model's config.json sets it:
-    `"warmup": {"batch_sizes": [1, 8], "runs": 1}`, or `"warmup": false`; the default is one run at batch 1.
+    `"warmup": {"batch_sizes": [1, 8], "runs": 1, "dims": {"height": 640}}`, or `"warmup": false`; the
+    default is one run at batch 1, other dynamic dimensions 8 unless `dims` names them.
     A failure here fails the load, with the reason, and the version never serves."""
     from ferry.converters.parity import random_feeds
 
@@ -177,6 +178,9 @@ def warm_up(predictor: ferry.Predictor, spec: ModelSpec, version: str) -> None:
         raise ConfigError(f"model {spec.name!r}: 'warmup' must be an object or false, got {setting!r}")
     sizes = setting.get("batch_sizes", [1])
     runs = setting.get("runs", 1)
+    dims = setting.get("dims", {})
+    if not isinstance(dims, dict) or not all(isinstance(v, int) and v >= 1 for v in dims.values()):
+        raise ConfigError(f"model {spec.name!r}: warmup.dims maps dimension names to sizes (positive ints)")
     if not (isinstance(sizes, list) and all(isinstance(b, int) and b >= 1 for b in sizes)) or not (
         isinstance(runs, int) and runs >= 1
     ):
@@ -184,7 +188,7 @@ def warm_up(predictor: ferry.Predictor, spec: ModelSpec, version: str) -> None:
     started = time.monotonic()
     try:
         for batch in sizes:
-            feeds = random_feeds(predictor.config.package.signature, batch=batch)
+            feeds = random_feeds(predictor.config.package.signature, batch=batch, dims=dims)
             for _ in range(runs):
                 predictor.predict(feeds)
     except FerryError as exc:

@@ -235,6 +235,8 @@ class PipelineModel:
         names = list(stage.outputs)
         if isinstance(made, tuple):
             made = dict(zip(names, made))
+        elif not isinstance(made, dict) and len(names) == 1:
+            made = {names[0]: made}  # one output: the value alone will do
         if not isinstance(made, dict) or set(made) != set(names):
             got = sorted(made) if isinstance(made, dict) else type(made).__name__
             raise RuntimeError(f"function {stage.function!r} returned {got}, expected {names}")

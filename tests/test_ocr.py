@@ -1,0 +1,102 @@
+"""PP-OCR as a pipeline, end to end: `ferry serve --demo ocr` reads rendered text, over HTTP and gRPC."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from serving_helpers import free_port, post
+
+tritongrpc = pytest.importorskip("tritonclient.grpc")
+LINES = ["HELLO FERRY 2026", "ship models fast"]
+
+
+def rendered(lines: list[str], size: int = 40) -> bytes:
+    """Text drawn with the FreeType font Pillow ships: the ground truth is known by construction."""
+    image = Image.new("RGB", (40 + 16 * size, 40 + len(lines) * int(size * 1.75)), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=size)
+    for i, line in enumerate(lines):
+        draw.text((20, 20 + i * int(size * 1.75)), line, fill="black", font=font)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def char_accuracy(got: str, want: str) -> float:
+    """1 - edit distance / length, spaces ignored (the recogniser drops some between capitals)."""
+    a, b = got.replace(" ", ""), want.replace(" ", "")
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return max(0.0, 1 - row[len(b)] / max(len(b), 1))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    http_port, grpc_port = free_port(), free_port()
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))}
+    cmd = [sys.executable, "-m", "ferry", "serve", "--demo", "ocr", "--http-port", str(http_port),
+           "--grpc-port", str(grpc_port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(proc.stderr.read().decode()) from None
+            time.sleep(0.2)
+    yield f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_the_ocr_demo_reads_rendered_text_over_http(server):
+    http, _ = server
+    body = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                   "parameters": {"content_type": "base64"},
+                                   "data": [base64.b64encode(rendered(LINES)).decode()]}]}).encode()  # fmt: skip
+    status, _, data = post(http, "/v2/models/ocr/infer", body)
+    assert status == 200, data
+    outputs = {o["name"]: o for o in json.loads(data)["outputs"]}
+    texts = outputs["text"]["data"]
+    assert len(texts) == 2 and outputs["boxes"]["shape"] == [2, 4, 2]
+    for got, want in zip(texts, LINES):
+        assert char_accuracy(got, want) >= 0.9, (got, want)
+    top = np.array(outputs["boxes"]["data"]).reshape(2, 4, 2)[:, 0, 1]
+    assert top[0] < top[1]  # in reading order
+    assert all(0.5 < s <= 1.0 for s in outputs["scores"]["data"])
+
+
+def test_the_ocr_demo_over_grpc_and_an_image_without_text(server):
+    _, grpc = server
+    client = tritongrpc.InferenceServerClient(grpc)
+    for lines, count in ((["read me over grpc"], 1), ([], 0)):
+        inp = tritongrpc.InferInput("image", [1], "BYTES")
+        inp.set_data_from_numpy(np.array([rendered(lines) if lines else rendered([" "])], dtype=object))
+        result = client.infer("ocr", [inp])
+        texts = [t.decode() for t in result.as_numpy("text")]
+        assert len(texts) == count
+        if lines:
+            assert char_accuracy(texts[0], lines[0]) >= 0.9, texts
+
+
+def test_a_broken_image_is_a_400_that_names_the_step(server):
+    http, _ = server
+    body = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["not an image"]}]})
+    status, _, data = post(http, "/v2/models/ocr/infer", body.encode())
+    assert status == 400 and "step 'det_input'" in json.loads(data)["error"]

@@ -218,7 +218,7 @@ def model_paths() -> dict[str, Path]:
     return {kind: root / name for kind, name in MODELS.items()}
 
 
-def pipeline_config(max_batch: int = 16) -> dict[str, Any]:
+def pipeline_config(pad: int = 32) -> dict[str, Any]:
     steps = [
         {"name": "det_input", "function": "ocr.det_input", "inputs": ["image"],
          "outputs": ["det_x", "decoded", "shape"]},
@@ -230,15 +230,17 @@ def pipeline_config(max_batch: int = 16) -> dict[str, Any]:
          "outputs": {"save_infer_model/scale_0.tmp_1": "direction"}},
         {"name": "orient", "function": "ocr.orient", "inputs": ["crop", "direction"], "outputs": ["rec_x"]},
         {"name": "recognize", "model": "ocr_rec", "inputs": {"x": "rec_x"},
-         "outputs": {"softmax_11.tmp_0": "logits"}, "pad": {"axis": 3, "multiple": 32}},
+         "outputs": {"softmax_11.tmp_0": "logits"}, "pad": {"axis": 3, "multiple": pad}},
         {"name": "read", "function": "ocr.read", "inputs": ["logits", "box", "box_score"],
          "outputs": ["text", "boxes", "scores"], "gather": True},
     ]  # fmt: skip
     return {"pipeline": {"inputs": {"image": "BYTES"}, "outputs": ["text", "boxes", "scores"], "steps": steps}}
 
 
-def repository(root: Path, max_batch: int = 16) -> Path:
-    """A model repository serving PP-OCR at `root/ocr` (with its three models beside it)."""
+def repository(root: Path, max_batch: int = 16, backends: dict[str, str] | None = None, pad: int = 32) -> Path:
+    """A model repository serving PP-OCR at `root/ocr` (with its three models beside it). `backends` picks
+    the engine per stage ({"rec": "openvino"}; unset stages use the server's --backend); `pad` is the width
+    multiple recognition crops are padded to."""
     import ferry
 
     paths = model_paths()
@@ -257,9 +259,11 @@ def repository(root: Path, max_batch: int = 16) -> Path:
             ferry.convert(path, target, name=f"ocr_{kind}", check=False, overwrite=True, dim_names=dims)
         config = {"max_batch_size": 1 if kind == "det" else max_batch, "batch_delay_ms": 2,
                   "warmup": {"batch_sizes": [1], "dims": warm[kind]}}  # fmt: skip
+        if backends and kind in backends:
+            config["backend"] = backends[kind]
         (root / f"ocr_{kind}" / "config.json").write_text(json.dumps(config))
     (root / "ocr").mkdir(parents=True, exist_ok=True)
-    (root / "ocr" / "config.json").write_text(json.dumps(pipeline_config(max_batch), indent=1))
+    (root / "ocr" / "config.json").write_text(json.dumps(pipeline_config(pad), indent=1))
     return root
 
 

@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--backends", default="", help="engine per stage for ferry, e.g. det=openvino,rec=openvino")
+    parser.add_argument("--int8", action="store_true", help="ferry's recogniser quantized to int8 (dynamic)")
     args = parser.parse_args()
     rng = np.random.default_rng(7)
     data = [make_image(rng) for _ in range(args.images)]
@@ -118,8 +119,8 @@ def main() -> None:
     from ferry.ocr import repository
 
     backends = dict(item.split("=") for item in args.backends.split(",") if item)
-    repo = repository(Path(tempfile.mkdtemp(prefix="ferry-ocr-bench-")), backends=backends)
-    print(f"ferry's engines per stage: {backends or 'the server default'}", flush=True)
+    repo = repository(Path(tempfile.mkdtemp(prefix="ferry-ocr-bench-")), backends=backends, int8=args.int8)
+    print(f"ferry's engines per stage: {backends or 'the server default'}; int8 recognition: {args.int8}", flush=True)
     port = 18700
     server = start([sys.executable, "-m", "ferry", "serve", str(repo), "--http-port", str(port), "--grpc-port", "0",
                     "--threads", "2"])  # fmt: skip

@@ -100,3 +100,27 @@ def test_a_broken_image_is_a_400_that_names_the_step(server):
     body = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["not an image"]}]})
     status, _, data = post(http, "/v2/models/ocr/infer", body.encode())
     assert status == 400 and "step 'det_input'" in json.loads(data)["error"]
+
+
+def test_int8_recognition_still_reads_the_text(tmp_path):
+    """The recogniser quantized to static int8 (calibrated on lines rendered here) reads as fp32 does."""
+    from ferry.ocr import repository
+    from serving_helpers import running_server
+
+    root = repository(tmp_path / "repo", int8=True)
+    assert ferry_package_is_int8(root / "ocr_rec" / "1")
+    body = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                   "parameters": {"content_type": "base64"},
+                                   "data": [base64.b64encode(rendered(LINES)).decode()]}]}).encode()  # fmt: skip
+    with running_server(root) as s:
+        status, _, data = post(s, "/v2/models/ocr/infer", body)
+    assert status == 200, data
+    texts = next(o["data"] for o in json.loads(data)["outputs"] if o["name"] == "text")
+    assert len(texts) == 2 and all(char_accuracy(g, w) >= 0.9 for g, w in zip(texts, LINES)), texts
+
+
+def ferry_package_is_int8(path) -> bool:
+    import ferry
+
+    manifest = ferry.load(path).manifest
+    return manifest.compression.get("mode") == "static" and manifest.provenance.derived_from[-1]["step"] == "quantize"

@@ -237,10 +237,14 @@ def pipeline_config(pad: int = 32) -> dict[str, Any]:
     return {"pipeline": {"inputs": {"image": "BYTES"}, "outputs": ["text", "boxes", "scores"], "steps": steps}}
 
 
-def repository(root: Path, max_batch: int = 16, backends: dict[str, str] | None = None, pad: int = 32) -> Path:
+def repository(
+    root: Path, max_batch: int = 16, backends: dict[str, str] | None = None, pad: int = 32, int8: bool = False
+) -> Path:
     """A model repository serving PP-OCR at `root/ocr` (with its three models beside it). `backends` picks
     the engine per stage ({"rec": "openvino"}; unset stages use the server's --backend); `pad` is the width
-    multiple recognition crops are padded to."""
+    multiple recognition crops are padded to; `int8` quantizes the recogniser (static int8 through
+    `ferry quantize`, calibrated on rendered lines; its accuracy is in docs/benchmarks.md). Dynamic int8
+    read 2% of the characters: its activations' ranges, taken per call, do not suit this recogniser."""
     import ferry
 
     paths = model_paths()
@@ -257,6 +261,12 @@ def repository(root: Path, max_batch: int = 16, backends: dict[str, str] | None 
             dims = {f"{sig.inputs[0].name}:0": "batch", f"{sig.outputs[0].name}:0": "batch"}
             dims |= {f"{sig.inputs[0].name}:2": "height", f"{sig.inputs[0].name}:3": "width"} if kind != "cls" else {}
             ferry.convert(path, target, name=f"ocr_{kind}", check=False, overwrite=True, dim_names=dims)
+            if kind == "rec" and int8:
+                from ferry.compress.quantize import quantize
+
+                calib = root / "rec_calibration.npz"
+                np.savez(calib, x=calibration_crops())
+                quantize(target, target, calib, mode="static", fmt="qdq", backend="onnxruntime", overwrite=True)
         config = {"max_batch_size": 1 if kind == "det" else max_batch, "batch_delay_ms": 2,
                   "warmup": {"batch_sizes": [1], "dims": warm[kind]}}  # fmt: skip
         if backends and kind in backends:
@@ -265,6 +275,25 @@ def repository(root: Path, max_batch: int = 16, backends: dict[str, str] | None 
     (root / "ocr").mkdir(parents=True, exist_ok=True)
     (root / "ocr" / "config.json").write_text(json.dumps(pipeline_config(pad), indent=1))
     return root
+
+
+def calibration_crops(count: int = 96, width: int = 320) -> np.ndarray:
+    """Recogniser inputs [count, 3, 48, width] of lines rendered with Pillow's bundled font: calibration data
+    for int8, made here (no data set is downloaded)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(0)
+    words = "ferry model serve batch engine pixel tensor graph stream queue cargo river light paper 2026 314".split()
+    out = np.zeros((count, 3, REC_HEIGHT, width), np.float32)
+    for i in range(count):
+        size = int(rng.integers(24, 44))
+        font = ImageFont.load_default(size=size)
+        line = " ".join(words[int(rng.integers(len(words)))] for _ in range(int(rng.integers(1, 4))))
+        image = Image.new("RGB", (int(font.getlength(line)) + 10, int(size * 1.3)), "white")
+        ImageDraw.Draw(image).text((5, 2), line, fill="black", font=font)
+        x = orient(np.asarray(image)[:, :, ::-1].copy(), np.array([1.0, 0.0], np.float32))
+        out[i, :, :, : min(width, x.shape[3])] = x[0, :, :, :width]
+    return out
 
 
 def demo_repository() -> Path:

@@ -124,3 +124,44 @@ def ferry_package_is_int8(path) -> bool:
 
     manifest = ferry.load(path).manifest
     return manifest.compression.get("mode") == "static" and manifest.provenance.derived_from[-1]["step"] == "quantize"
+
+
+def test_paddleocr_pipeline_clients_keep_working(server):
+    """PaddleOCR's pipeline_http_client posts {"key": ["image"], "value": [base64]} to /ocr/prediction and
+    reads value[0] back as a Python literal of [[(text, score), box], ...]."""
+    import ast
+
+    http, _ = server
+    doc = {"key": ["image"], "value": [base64.b64encode(rendered(LINES)).decode()]}
+    status, _, data = post(http, "/ocr/prediction", json.dumps(doc).encode())
+    answer = json.loads(data)
+    assert status == 200 and answer["err_no"] == 0 and answer["key"] == ["result"]
+    items = ast.literal_eval(answer["value"][0])
+    assert len(items) == 2
+    for ((text, score), box), want in zip(items, LINES):
+        assert char_accuracy(text, want) >= 0.9 and 0.5 < score <= 1.0 and len(box) == 4
+    status, _, data = post(http, "/ocr/prediction", json.dumps({"key": ["image"], "value": ["%%%"]}).encode())
+    assert status == 400 and json.loads(data)["err_no"] != 0
+
+
+def test_multipart_uploads_run_through_the_pipeline(server):
+    http, _ = server
+    boundary = "ocrboundary"
+    files = [rendered(["first upload"]), rendered(["second one here"])]
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"; filename="{i}.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+            for i, data in enumerate(files)
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    status, _, data = post(http, "/v2/models/ocr/predict", body,
+                           {"Content-Type": f"multipart/form-data; boundary={boundary}"})  # fmt: skip
+    assert status == 200, data
+    results = json.loads(data)["results"]
+    assert [len(r["text"]) for r in results] == [1, 1]
+    assert char_accuracy(results[0]["text"][0], "first upload") >= 0.9
+    assert char_accuracy(results[1]["text"][0], "second one here") >= 0.9

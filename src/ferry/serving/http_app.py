@@ -37,6 +37,7 @@ from ferry.serving import paddle_compat
 from ferry.serving.codec import InferRequest, decode_rest, encode_rest, loads
 from ferry.serving.metrics import CONTENT_TYPE
 from ferry.serving.service import Service
+from ferry.serving.stages import PipelineModel
 
 log = logging.getLogger("ferry.serve")
 HEADER_LENGTH = "inference-header-content-length"
@@ -231,7 +232,11 @@ class HttpApi:
         doc = loads(await read_body(request, self.limit))
         form = "pipeline" if isinstance(doc, dict) and "key" in doc else "feed"
         try:
-            req, form = paddle_compat.decode(doc, self.service.registry.get(name).signature)
+            served = self.service.registry.get(name)
+            if isinstance(served, PipelineModel):  # PaddleOCR's pipeline client: base64 values, one image
+                req, form = paddle_compat.decode_bytes(doc, list(served.spec.inputs)), "pipeline"
+            else:
+                req, form = paddle_compat.decode(doc, served.signature)
             _, results, _ = await self.service.infer_routed(name, None, req, "paddle", request.headers)
         except InputError as exc:
             return JSONResponse(paddle_compat.error(form, str(exc)), status_code=400)
@@ -245,6 +250,8 @@ class HttpApi:
         if not images or not all(images):
             raise RequestError("send images as multipart/form-data files, or one image as the request body")
         served = self.service.registry.get(name)
+        if isinstance(served, PipelineModel):
+            return JSONResponse(await self._pipeline_uploads(served, images, request))
         if not getattr(served, "package", None) or not served.package.manifest.preprocessing:
             raise RequestError(f"model {name!r} declares no preprocessing, so it cannot take images")
         batch = np.empty(len(images), dtype=object)
@@ -259,6 +266,21 @@ class HttpApi:
             ]
         doc["outputs"] = {k: json_nested(v) for k, v in results.items() if k not in ("labels", "scores")}
         return JSONResponse(doc, headers={"x-ferry-variant": variant} if variant else None)
+
+    async def _pipeline_uploads(self, served: PipelineModel, images: list[bytes], request: Request) -> dict:
+        """Each uploaded file through a one-input pipeline (the OCR one reads one image per request), at once."""
+        inputs = [n for n, d in served.spec.inputs.items() if d == "BYTES"]
+        if len(served.spec.inputs) != 1 or not inputs:
+            raise RequestError(f"pipeline {served.name!r} takes {served.spec.inputs}, not one uploaded file")
+
+        async def one(image: bytes) -> dict[str, Any]:
+            data = np.empty(1, dtype=object)
+            data[0] = image
+            req = InferRequest(inputs={inputs[0]: data})
+            _, results, _ = await self.service.infer_routed(served.name, None, req, "http", request.headers)
+            return {k: json_nested(v) for k, v in results.items()}
+
+        return {"model_name": served.name, "results": list(await asyncio.gather(*(one(i) for i in images)))}
 
     async def get_traffic(self, request: Request) -> Response:
         return JSONResponse(self.service.get_traffic(request.path_params["model"]))

@@ -9,6 +9,8 @@ JSON carries no dtypes, so values are read as the model's declared dtype.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from typing import Any
@@ -87,7 +89,36 @@ def decode(doc: Any, signature: Signature) -> tuple[InferRequest, str]:
     raise RequestError("body must hold 'feed' and 'fetch' (WebService) or 'key' and 'value' (pipeline)")
 
 
+def decode_bytes(doc: Any, inputs: list[str]) -> InferRequest:
+    """The pipeline form for a ferry pipeline whose inputs are encoded files (PaddleOCR's client sends
+    `{"key": ["image"], "value": [base64]}`): each value is base64, one file per request."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("key"), list) or not isinstance(doc.get("value"), list):
+        raise RequestError("send {'key': [input names], 'value': [base64 strings]}")
+    given = dict(zip(doc["key"], doc["value"])) if all(isinstance(k, str) for k in doc["key"]) else {}
+    missing = [n for n in inputs if not isinstance(given.get(n), str)]
+    if missing or len(doc["key"]) != len(doc["value"]):
+        raise RequestError(f"'key' and 'value' must give {inputs} as base64 strings")
+    decoded = {}
+    for name in inputs:
+        try:
+            data = base64.b64decode(given[name], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise RequestError(f"value of {name!r} is not base64: {exc}") from None
+        array = np.empty(1, dtype=object)
+        array[0] = data
+        decoded[name] = array
+    return InferRequest(inputs=decoded)
+
+
 def encode(form: str, results: dict[str, np.ndarray]) -> dict[str, Any]:
+    if form == "pipeline" and {"text", "boxes", "scores"} <= set(results):
+        # PaddleOCR's answer: key "result", value the Python literal of [[(text, score), box], ...] that its
+        # client reads back (with ast.literal_eval, or eval as its example does).
+        lines = [
+            [(t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t), float(sc)), b.tolist()]
+            for t, b, sc in zip(results["text"], results["boxes"], results["scores"])
+        ]
+        return {"err_no": 0, "err_msg": "", "key": ["result"], "value": [repr(lines)]}
     if form == "feed":
         return {"result": {k: json_nested(v) for k, v in results.items()}}
     return {

@@ -110,7 +110,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--backends", default="", help="engine per stage for ferry, e.g. det=openvino,rec=openvino")
-    parser.add_argument("--int8", action="store_true", help="ferry's recogniser quantized to int8 (dynamic)")
+    parser.add_argument("--int8", action="store_true", help="ferry's recogniser quantized to int8 (static)")
+    parser.add_argument("--tune", action="store_true", help="each stage on the engine `ferry bench --tune` picks")
     args = parser.parse_args()
     rng = np.random.default_rng(7)
     data = [make_image(rng) for _ in range(args.images)]
@@ -119,8 +120,10 @@ def main() -> None:
     from ferry.ocr import repository
 
     backends = dict(item.split("=") for item in args.backends.split(",") if item)
-    repo = repository(Path(tempfile.mkdtemp(prefix="ferry-ocr-bench-")), backends=backends, int8=args.int8)
-    print(f"ferry's engines per stage: {backends or 'the server default'}; int8 recognition: {args.int8}", flush=True)
+    repo = repository(Path(tempfile.mkdtemp(prefix="ferry-ocr-bench-")), backends=backends, int8=args.int8,
+                      tune=args.tune)  # fmt: skip
+    print(f"ferry's engines per stage: {backends or ('tuned' if args.tune else 'the server default')}; "
+          f"int8 recognition: {args.int8}", flush=True)  # fmt: skip
     port = 18700
     server = start([sys.executable, "-m", "ferry", "serve", str(repo), "--http-port", str(port), "--grpc-port", "0",
                     "--threads", "2"])  # fmt: skip

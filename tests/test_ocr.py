@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,13 +61,13 @@ def server(tmp_path_factory):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(proc.stderr.read().decode()) from None
             time.sleep(0.2)
-    yield f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+    yield f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", Path(env["XDG_CACHE_HOME"]) / "ferry" / "ocr-demo"
     proc.terminate()
     proc.wait(30)
 
 
 def test_the_ocr_demo_reads_rendered_text_over_http(server):
-    http, _ = server
+    http, _, _ = server
     body = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
                                    "parameters": {"content_type": "base64"},
                                    "data": [base64.b64encode(rendered(LINES)).decode()]}]}).encode()  # fmt: skip
@@ -83,7 +84,7 @@ def test_the_ocr_demo_reads_rendered_text_over_http(server):
 
 
 def test_the_ocr_demo_over_grpc_and_an_image_without_text(server):
-    _, grpc = server
+    _, grpc, _ = server
     client = tritongrpc.InferenceServerClient(grpc)
     for lines, count in ((["read me over grpc"], 1), ([], 0)):
         inp = tritongrpc.InferInput("image", [1], "BYTES")
@@ -96,7 +97,7 @@ def test_the_ocr_demo_over_grpc_and_an_image_without_text(server):
 
 
 def test_a_broken_image_is_a_400_that_names_the_step(server):
-    http, _ = server
+    http, _, _ = server
     body = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["not an image"]}]})
     status, _, data = post(http, "/v2/models/ocr/infer", body.encode())
     assert status == 400 and "step 'det_input'" in json.loads(data)["error"]
@@ -131,7 +132,7 @@ def test_paddleocr_pipeline_clients_keep_working(server):
     reads value[0] back as a Python literal of [[(text, score), box], ...]."""
     import ast
 
-    http, _ = server
+    http, _, _ = server
     doc = {"key": ["image"], "value": [base64.b64encode(rendered(LINES)).decode()]}
     status, _, data = post(http, "/ocr/prediction", json.dumps(doc).encode())
     answer = json.loads(data)
@@ -145,7 +146,7 @@ def test_paddleocr_pipeline_clients_keep_working(server):
 
 
 def test_multipart_uploads_run_through_the_pipeline(server):
-    http, _ = server
+    http, _, _ = server
     boundary = "ocrboundary"
     files = [rendered(["first upload"]), rendered(["second one here"])]
     body = (
@@ -165,3 +166,19 @@ def test_multipart_uploads_run_through_the_pipeline(server):
     assert [len(r["text"]) for r in results] == [1, 1]
     assert char_accuracy(results[0]["text"][0], "first upload") >= 0.9
     assert char_accuracy(results[1]["text"][0], "second one here") >= 0.9
+
+
+def test_the_demo_tunes_each_stage_at_its_real_sizes(server, capsys):
+    """`--demo ocr` records, per stage, the engine `ferry bench --tune` measured fastest at the sizes the stage
+    meets (a page for the detector, 48-pixel-high crops for the others): backend auto reads it."""
+    import ferry
+    from ferry.cli import main
+
+    *_, repo = server
+    for kind in ("det", "cls", "rec"):
+        record = ferry.load(repo / f"ocr_{kind}" / "1").manifest.tuning["fp32"]
+        assert record["fastest"] and set(record["fastest"].values()) <= {"onnxruntime", "openvino"}
+    args = ["bench", str(repo / "ocr_rec" / "1"), "--backend", "onnxruntime", "--batch", "2", "--runs", "2",
+            "--warmup", "1", "--min-seconds", "0", "--dim", "height=48", "--dim", "width=96"]  # fmt: skip
+    assert main(args) == 0
+    assert main([*args[:-4], "--dim", "width=x"]) != 0

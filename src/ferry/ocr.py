@@ -238,13 +238,20 @@ def pipeline_config(pad: int = 32) -> dict[str, Any]:
 
 
 def repository(
-    root: Path, max_batch: int = 16, backends: dict[str, str] | None = None, pad: int = 32, int8: bool = False
+    root: Path,
+    max_batch: int = 16,
+    backends: dict[str, str] | None = None,
+    pad: int = 32,
+    int8: bool = False,
+    tune: bool = False,
 ) -> Path:
     """A model repository serving PP-OCR at `root/ocr` (with its three models beside it). `backends` picks
     the engine per stage ({"rec": "openvino"}; unset stages use the server's --backend); `pad` is the width
     multiple recognition crops are padded to; `int8` quantizes the recogniser (static int8 through
     `ferry quantize`, calibrated on rendered lines; its accuracy is in docs/benchmarks.md). Dynamic int8
-    read 2% of the characters: its activations' ranges, taken per call, do not suit this recogniser."""
+    read 2% of the characters: its activations' ranges, taken per call, do not suit this recogniser.
+    `tune` measures each stage on every installed engine with inputs of its real sizes (`ferry bench
+    --tune --dim ...`), so that backend `auto` runs each stage on its fastest engine."""
     import ferry
 
     paths = model_paths()
@@ -271,10 +278,30 @@ def repository(
                   "warmup": {"batch_sizes": [1], "dims": warm[kind]}}  # fmt: skip
         if backends and kind in backends:
             config["backend"] = backends[kind]
+        if tune and not (target.parent / ".tuned").is_file():
+            _tune(target, kind)
         (root / f"ocr_{kind}" / "config.json").write_text(json.dumps(config))
     (root / "ocr").mkdir(parents=True, exist_ok=True)
     (root / "ocr" / "config.json").write_text(json.dumps(pipeline_config(pad), indent=1))
     return root
+
+
+# What each stage's inputs look like in use: a page for the detector, crops for the others.
+TUNE_SHAPES = {"det": ([1], {"height": 640, "width": 640}), "cls": ([1, 8], {"x_dim2": 48, "x_dim3": 192}),
+               "rec": ([1, 8], {"height": 48, "width": 320})}  # fmt: skip
+
+
+def _tune(package: Path, kind: str) -> None:
+    """`ferry bench --tune` for one stage, at the sizes it meets: the record backend `auto` reads."""
+    import ferry
+    from ferry.bench import measure, tuning_record
+    from ferry.inference.backends import installed_backends
+
+    pkg = ferry.load(package)
+    batches, dims = TUNE_SHAPES[kind]
+    results = [measure(pkg, b, n, 2, "fp32", 2, 5, 0.3, dims) for b in installed_backends() for n in batches]
+    pkg.save_tuning({**pkg.manifest.tuning, "fp32": tuning_record(results, "fp32")})
+    (package.parent / ".tuned").write_text("")  # beside the version folder: not a file of the package
 
 
 def calibration_crops(count: int = 96, width: int = 320) -> np.ndarray:
@@ -302,7 +329,7 @@ def demo_repository() -> Path:
 
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ferry" / "ocr-demo"
     cache.mkdir(parents=True, exist_ok=True)
-    return repository(cache)
+    return repository(cache, tune=True)
 
 
 _reader: CtcReader | None = None

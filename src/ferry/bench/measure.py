@@ -62,9 +62,16 @@ def summarize(backend: str, batch: int, threads: int | None, times_ms: np.ndarra
 
 
 def measure_predictor(
-    predictor: Predictor, batch: int, warmup: int = 5, runs: int = 30, min_seconds: float = 0.0
+    predictor: Predictor,
+    batch: int,
+    warmup: int = 5,
+    runs: int = 30,
+    min_seconds: float = 0.0,
+    dims: dict[str, int] | None = None,
 ) -> Measurement:
-    feeds = random_feeds(predictor.config.package.signature, batch=batch)
+    """Time `predictor` on made-up inputs; `dims` sizes the named dimensions (an image's height and width,
+    a sequence length) that would otherwise be 8."""
+    feeds = random_feeds(predictor.config.package.signature, batch=batch, dims=dims)
     times = time_calls(lambda: predictor.predict(feeds), warmup, runs, min_seconds)
     return summarize(predictor.config.backend, batch, predictor.config.cpu_threads, times)
 
@@ -78,10 +85,11 @@ def measure(
     warmup: int = 5,
     runs: int = 30,
     min_seconds: float = 0.0,
+    dims: dict[str, int] | None = None,
 ) -> Measurement:
     config = Config(package)
     config.set_backend(backend)
     config.set_precision(precision)
     if threads is not None:
         config.set_cpu_threads(threads)
-    return measure_predictor(create_predictor(config), batch, warmup, runs, min_seconds)
+    return measure_predictor(create_predictor(config), batch, warmup, runs, min_seconds, dims)

@@ -35,9 +35,10 @@ def _ints(text: str) -> list[int]:
 @click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Time each setting at least this long.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write an HTML report with plots.")
 @click.option("--tune", is_flag=True, help="Record the fastest backend per batch size in the package for 'auto'.")
+@click.option("--dim", "dims", multiple=True, help="Size of a named dimension in the made-up inputs: NAME=SIZE.")
 def bench(
     package, url, model, concurrency, seconds, api_key, backends, batches, threads, precision, warmup, runs,
-    min_seconds, html_path, tune,
+    min_seconds, html_path, tune, dims,
 ) -> None:  # fmt: skip
     """Measure each installed backend on PACKAGE; with --tune, teach backend 'auto' the winners.
 
@@ -60,6 +61,12 @@ def bench(
     if unknown:
         raise ConfigError(f"backend(s) {unknown} not installed; installed: {available}")
     thread_counts = _ints(threads)
+    sizes = {}
+    for item in dims:
+        name, _, size = item.partition("=")
+        if not name or not size.isdigit() or int(size) < 1:
+            raise click.UsageError(f"--dim takes NAME=SIZE (a positive integer), got {item!r}")
+        sizes[name] = int(size)
     console = Console()
     if backends == "all":
         console.print(
@@ -73,7 +80,7 @@ def bench(
             for n in thread_counts:
                 for b in _ints(batches):
                     status.update(f"measuring {backend}, batch {b}, {n} threads")
-                    results.append(measure(pkg, backend, b, n, precision, warmup, runs, min_seconds))
+                    results.append(measure(pkg, backend, b, n, precision, warmup, runs, min_seconds, sizes))
     table = Table("backend", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "items/s", title=pkg.name)
     for m in results:
         table.add_row(

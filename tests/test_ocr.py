@@ -182,3 +182,22 @@ def test_the_demo_tunes_each_stage_at_its_real_sizes(server, capsys):
             "--warmup", "1", "--min-seconds", "0", "--dim", "height=48", "--dim", "width=96"]  # fmt: skip
     assert main(args) == 0
     assert main([*args[:-4], "--dim", "width=x"]) != 0
+
+
+def test_ferry_predict_through_the_pipeline_writes_json_lines(server, tmp_path, monkeypatch):
+    from ferry.cli import main
+
+    *_, repo = server
+    monkeypatch.setenv("XDG_CACHE_HOME", str(repo.parent.parent))  # the demo the server built
+    (tmp_path / "in").mkdir()
+    pages = {"a.png": ["first page"], "b.png": ["second page", "two lines"]}
+    for name, lines in pages.items():
+        (tmp_path / "in" / name).write_bytes(rendered(lines))
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--demo", "ocr", str(tmp_path / "in"), "-o", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["sample"] for r in records] == ["a.png", "b.png"]
+    for record in records:
+        want = pages[record["sample"]]
+        assert len(record["text"]) == len(want) and len(record["boxes"]) == len(want)
+        assert all(char_accuracy(g, w) >= 0.9 for g, w in zip(record["text"], want)), record

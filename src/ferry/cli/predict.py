@@ -19,7 +19,14 @@ from ferry.cli._options import DEMO_ROOT, engine_options, make_config
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write results to .npz or .jsonl.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run.")
-@click.option("--demo", is_flag=True, help="Run the bundled digits model on its bundled sample images.")
+@click.option(
+    "--demo",
+    type=click.Choice(["digits", "ocr"]),
+    is_flag=False,
+    flag_value="digits",
+    default=None,
+    help="The bundled digits model on its samples (--demo), or PP-OCR on your images (--demo ocr).",
+)
 @click.option(
     "--cast",
     type=click.Choice(["float32", "float16", "float64"]),
@@ -40,11 +47,21 @@ def predict(package, inputs, output, batch_size, resume, demo, cast, max_constan
     import ferry
     from ferry.batch import BatchJob, read_inputs, run_job
 
-    if demo:
+    if demo == "digits":
         package = DEMO_ROOT / "digits"
         inputs = inputs or (DEMO_ROOT / "samples",)
+    elif demo == "ocr":
+        from ferry.ocr import demo_repository
+
+        inputs = tuple(p for p in (package, *inputs) if p is not None)
+        package = demo_repository() / "ocr"
     if package is None or not inputs:
         raise click.UsageError("give a package and at least one input file (or --demo)")
+    from ferry.batch.pipeline_job import is_pipeline
+
+    if is_pipeline(package):
+        _predict_pipeline(package, list(inputs), output)
+        return
     pkg = ferry.load(package, max_constant_bytes=int(max_constant_mb * (1 << 20)))
     predictor = ferry.create_predictor(make_config(pkg, backend, threads, precision))
     samples = read_inputs(list(inputs), pkg)
@@ -86,6 +103,34 @@ def predict(package, inputs, output, batch_size, resume, demo, cast, max_constan
         console.print(f"wrote {output}")
     if output is None or demo:
         _show(job, results, demo)
+
+
+def _predict_pipeline(folder: Path, inputs: list[Path], output: Path | None) -> None:
+    """A pipeline folder: every file one request, JSON lines out (or a table of the first 50 results)."""
+    from ferry.batch.pipeline_job import run_pipeline
+    from ferry.batch.readers import IMAGE_SUFFIXES
+
+    files = [f for p in inputs for f in (sorted(p.iterdir()) if p.is_dir() else [p]) if f.is_file()]
+    if any(p.is_dir() for p in inputs):
+        files = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise click.UsageError("no input files found")
+    console = Console(stderr=True, soft_wrap=True)
+    console.print(f"pipeline {folder.name}: {len(files)} files")
+    with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:  # fmt: skip
+        task = bar.add_task("files", total=len(files))
+        records = run_pipeline(folder, files, output, on_done=lambda _i: bar.advance(task))
+    if output is not None:
+        console.print(f"wrote {output}")
+        return
+    table = Table("sample", *[k for k in records[0] if k != "sample"][:1], title="predictions")
+    for record in records[:50]:
+        first = next((v for k, v in record.items() if k != "sample"), "")
+        table.add_row(record["sample"], str(first)[:80])
+    Console().print(table)
+    if len(records) > 50:
+        Console().print(f"showing 50 of {len(records)} files; write them all with -o results.jsonl")
 
 
 def _show(job, results, demo: bool) -> None:

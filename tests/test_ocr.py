@@ -66,6 +66,21 @@ def server(tmp_path_factory):
     proc.wait(30)
 
 
+def test_the_announced_curl_line_reads_a_page(server, tmp_path):
+    """The server's log says `try: curl -s .../v2/models/ocr/predict -F file=@page.png`; that line works."""
+    import shlex
+    import shutil
+
+    http, *_ = server
+    if shutil.which("curl") is None:
+        pytest.fail("curl is part of the machine's base tools here; the test needs it")
+    (tmp_path / "page.png").write_bytes(rendered(["curl reads this"]))
+    line = f"curl -s http://{http}/v2/models/ocr/predict -F file=@page.png"
+    done = subprocess.run(shlex.split(line), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    text = json.loads(done.stdout)["results"][0]["text"]
+    assert len(text) == 1 and char_accuracy(text[0], "curl reads this") >= 0.9
+
+
 def test_the_ocr_demo_reads_rendered_text_over_http(server):
     http, _, _ = server
     body = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",

@@ -313,6 +313,10 @@ def _announce(options: ServeOptions, service: Service) -> None:
         log.warning("%d worker processes share the ports", options.workers)
     if options.grpc_port is not None:
         log.warning("gRPC  %s:%d  (inference.GRPCInferenceService)", options.host, options.grpc_port)
+    pipelines = [e for e in service.registry.ensembles.values() if hasattr(e, "members") and hasattr(e.spec, "stages")]
+    if pipelines and list(pipelines[0].spec.inputs.values()) == ["BYTES"]:  # a file in: the upload route
+        log.warning("try:  curl -s %s/v2/models/%s/predict -F file=@page.png", base, pipelines[0].name)
+        return
     models = service.registry.all_models()
     if models:
         m = models[0]

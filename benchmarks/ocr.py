@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serving import start, stop  # noqa: E402
+from serving import start, stop, wait_ready  # noqa: E402
+
+from ferry.compress.metrics import line_accuracy  # noqa: E402
 
 WORDS = ("ferry model serve batch engine pixel tensor graph stream queue cargo harbor river north south "
          "light quick brown paper metal stone green orange silver window garden market").split()  # fmt: skip
@@ -67,21 +69,11 @@ def make_image(rng: np.random.Generator) -> tuple[bytes, list[str]]:
     return buf.getvalue(), lines
 
 
-def char_accuracy(got: str, want: str) -> float:
-    a, b = got.replace(" ", ""), want.replace(" ", "")
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return max(0.0, 1 - row[len(b)] / max(len(b), 1))
-
-
 def score(predicted: list[str], truth: list[str]) -> list[float]:
     """Each ground-truth line's accuracy against the best predicted line (a predicted line may serve
     one truth line only; a line split in two boxes is also tried joined)."""
     candidates = list(predicted) + [a + " " + b for a, b in zip(predicted, predicted[1:])]
-    return [max((char_accuracy(c, t) for c in candidates), default=0.0) for t in truth]
+    return [max((line_accuracy(c, t) for c in candidates), default=0.0) for t in truth]
 
 
 def ferry_call(url: str, image: bytes) -> list[str]:
@@ -129,15 +121,7 @@ def main() -> None:
                     "--threads", "2"])  # fmt: skip
     url = f"http://127.0.0.1:{port}/v2/models/ocr/infer"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout=120)
         engine = rapid_engine()
         rapid_call(engine, data[0][0])
         ferry_call(url, data[0][0])

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import models as bench_models  # noqa: E402
-from serving import start, stop  # noqa: E402
+from serving import start, stop, wait_ready  # noqa: E402
 
 
 def free_port() -> int:
@@ -33,20 +33,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, timeout: float = 120.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the server did not get ready")
-
-
 def one_round(repo: Path, backend: str, body: bytes, header_length: int) -> tuple[float, float]:
     import http.client
 
@@ -54,7 +40,7 @@ def one_round(repo: Path, backend: str, body: bytes, header_length: int) -> tupl
     proc = start([sys.executable, "-m", "ferry", "serve", str(repo), "--http-port", str(port), "--grpc-port", "0",
                   "--backend", backend])  # fmt: skip
     try:
-        wait_ready(f"http://127.0.0.1:{port}")
+        wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout=120)
         times = []
         for _ in range(11):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)

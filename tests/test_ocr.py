@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from ferry.compress.metrics import line_accuracy
 from serving_helpers import free_port, post
 
 tritongrpc = pytest.importorskip("tritonclient.grpc")
@@ -32,17 +33,6 @@ def rendered(lines: list[str], size: int = 40) -> bytes:
     buf = io.BytesIO()
     image.save(buf, "PNG")
     return buf.getvalue()
-
-
-def char_accuracy(got: str, want: str) -> float:
-    """1 - edit distance / length, spaces ignored (the recogniser drops some between capitals)."""
-    a, b = got.replace(" ", ""), want.replace(" ", "")
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return max(0.0, 1 - row[len(b)] / max(len(b), 1))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +68,7 @@ def test_the_announced_curl_line_reads_a_page(server, tmp_path):
     line = f"curl -s http://{http}/v2/models/ocr/predict -F file=@page.png"
     done = subprocess.run(shlex.split(line), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     text = json.loads(done.stdout)["results"][0]["text"]
-    assert len(text) == 1 and char_accuracy(text[0], "curl reads this") >= 0.9
+    assert len(text) == 1 and line_accuracy(text[0], "curl reads this") >= 0.9
 
 
 def test_the_ocr_demo_reads_rendered_text_over_http(server):
@@ -92,7 +82,7 @@ def test_the_ocr_demo_reads_rendered_text_over_http(server):
     texts = outputs["text"]["data"]
     assert len(texts) == 2 and outputs["boxes"]["shape"] == [2, 4, 2]
     for got, want in zip(texts, LINES):
-        assert char_accuracy(got, want) >= 0.9, (got, want)
+        assert line_accuracy(got, want) >= 0.9, (got, want)
     top = np.array(outputs["boxes"]["data"]).reshape(2, 4, 2)[:, 0, 1]
     assert top[0] < top[1]  # in reading order
     assert all(0.5 < s <= 1.0 for s in outputs["scores"]["data"])
@@ -108,7 +98,7 @@ def test_the_ocr_demo_over_grpc_and_an_image_without_text(server):
         texts = [t.decode() for t in result.as_numpy("text")]
         assert len(texts) == count
         if lines:
-            assert char_accuracy(texts[0], lines[0]) >= 0.9, texts
+            assert line_accuracy(texts[0], lines[0]) >= 0.9, texts
 
 
 def test_a_broken_image_is_a_400_that_names_the_step(server):
@@ -132,7 +122,7 @@ def test_int8_recognition_still_reads_the_text(tmp_path):
         status, _, data = post(s, "/v2/models/ocr/infer", body)
     assert status == 200, data
     texts = next(o["data"] for o in json.loads(data)["outputs"] if o["name"] == "text")
-    assert len(texts) == 2 and all(char_accuracy(g, w) >= 0.9 for g, w in zip(texts, LINES)), texts
+    assert len(texts) == 2 and all(line_accuracy(g, w) >= 0.9 for g, w in zip(texts, LINES)), texts
 
 
 def ferry_package_is_int8(path) -> bool:
@@ -155,7 +145,7 @@ def test_paddleocr_pipeline_clients_keep_working(server):
     items = ast.literal_eval(answer["value"][0])
     assert len(items) == 2
     for ((text, score), box), want in zip(items, LINES):
-        assert char_accuracy(text, want) >= 0.9 and 0.5 < score <= 1.0 and len(box) == 4
+        assert line_accuracy(text, want) >= 0.9 and 0.5 < score <= 1.0 and len(box) == 4
     status, _, data = post(http, "/ocr/prediction", json.dumps({"key": ["image"], "value": ["%%%"]}).encode())
     assert status == 400 and json.loads(data)["err_no"] != 0
 
@@ -179,8 +169,8 @@ def test_multipart_uploads_run_through_the_pipeline(server):
     assert status == 200, data
     results = json.loads(data)["results"]
     assert [len(r["text"]) for r in results] == [1, 1]
-    assert char_accuracy(results[0]["text"][0], "first upload") >= 0.9
-    assert char_accuracy(results[1]["text"][0], "second one here") >= 0.9
+    assert line_accuracy(results[0]["text"][0], "first upload") >= 0.9
+    assert line_accuracy(results[1]["text"][0], "second one here") >= 0.9
 
 
 def test_the_demo_tunes_each_stage_at_its_real_sizes(server, capsys):
@@ -215,4 +205,4 @@ def test_ferry_predict_through_the_pipeline_writes_json_lines(server, tmp_path, 
     for record in records:
         want = pages[record["sample"]]
         assert len(record["text"]) == len(want) and len(record["boxes"]) == len(want)
-        assert all(char_accuracy(g, w) >= 0.9 for g, w in zip(record["text"], want)), record
+        assert all(line_accuracy(g, w) >= 0.9 for g, w in zip(record["text"], want)), record

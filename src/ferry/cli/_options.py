@@ -14,6 +14,12 @@ from ferry.inference.backends import BACKEND_NAMES
 DEMO_ROOT = Path(__file__).resolve().parents[1] / "demo"
 
 
+def demo_option(help: str) -> Callable[..., Any]:
+    """`--demo` alone for the bundled digits model, `--demo ocr` for PP-OCR as a pipeline."""
+    return click.option("--demo", type=click.Choice(["digits", "ocr"]), is_flag=False, flag_value="digits",
+                        default=None, help=help)  # fmt: skip
+
+
 def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the engine.")(fn)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ferry.cli._options import DEMO_ROOT, engine_options, make_config
+from ferry.cli._options import DEMO_ROOT, demo_option, engine_options, make_config
 
 
 @click.command()
@@ -19,14 +19,7 @@ from ferry.cli._options import DEMO_ROOT, engine_options, make_config
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write results to .npz or .jsonl.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run.")
-@click.option(
-    "--demo",
-    type=click.Choice(["digits", "ocr"]),
-    is_flag=False,
-    flag_value="digits",
-    default=None,
-    help="The bundled digits model on its samples (--demo), or PP-OCR on your images (--demo ocr).",
-)
+@demo_option("The bundled digits model on its samples (--demo), or PP-OCR on your images (--demo ocr).")
 @click.option(
     "--cast",
     type=click.Choice(["float32", "float16", "float64"]),

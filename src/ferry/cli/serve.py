@@ -7,19 +7,12 @@ from pathlib import Path
 
 import click
 
-from ferry.cli._options import DEMO_ROOT
+from ferry.cli._options import DEMO_ROOT, demo_option
 
 
 @click.command()
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--demo",
-    type=click.Choice(["digits", "ocr"]),
-    is_flag=False,
-    flag_value="digits",
-    default=None,
-    help="Serve a demo: the bundled digits model (--demo), or PP-OCR as a pipeline (--demo ocr).",
-)
+@demo_option("Serve a demo: the bundled digits model (--demo), or PP-OCR as a pipeline (--demo ocr).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--http-port", type=int, default=8000, show_default=True)
 @click.option("--grpc-port", type=int, default=8001, show_default=True, help="0 turns gRPC off.")

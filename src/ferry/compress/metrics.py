@@ -47,7 +47,8 @@ def ctc_greedy(scores: np.ndarray, alphabet: Sequence[str], blank: int = 0) -> l
     return texts
 
 
-def _edit_distance(a: str, b: str) -> int:
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions of one character each."""
     row = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         prev, row[0] = row[0], i
@@ -56,12 +57,20 @@ def _edit_distance(a: str, b: str) -> int:
     return row[-1]
 
 
+def line_accuracy(got: str, want: str, ignore_spaces: bool = True) -> float:
+    """One recognised line against its ground truth: 1 - edit distance / length, at least 0. Spaces are left
+    out by default (recognisers differ on spaces between capitals, which is not what is measured)."""
+    if ignore_spaces:
+        got, want = got.replace(" ", ""), want.replace(" ", "")
+    return max(0.0, 1 - edit_distance(got, want) / max(len(want), 1))
+
+
 def char_accuracy(scores: np.ndarray, labels: Sequence[str], alphabet: Sequence[str]) -> float:
     """1 - (total edit distance / total label length), decoding the scores with CTC best path."""
     if not alphabet:
         raise InputError("character accuracy needs the package's labels (the character dictionary)")
     texts = ctc_greedy(scores, alphabet)
-    errors = sum(_edit_distance(t, str(label)) for t, label in zip(texts, labels))
+    errors = sum(edit_distance(t, str(label)) for t, label in zip(texts, labels))
     total = sum(len(str(label)) for label in labels) or 1
     return max(0.0, 1.0 - errors / total)
 

@@ -25,6 +25,14 @@ def ragged(x, lengths):
 
 def broken(x, lengths):
     raise ValueError("this step always fails")
+
+class Scaled:
+    """A hook class: made once, called per step; it keeps how many times it ran."""
+    def __init__(self):
+        self.calls = 0
+    def __call__(self, piece_sum):
+        self.calls += 1
+        return {"sums": np.concatenate(piece_sum) * 10, "calls": np.array([self.calls])}
 '''
 
 
@@ -60,6 +68,12 @@ def server(tmp_path_factory):
     (root / "summer" / "config.json").write_text(json.dumps({"max_batch_size": 64, "batch_delay_ms": 20}))
     (root / "rowsums").mkdir()
     (root / "rowsums" / "config.json").write_text(json.dumps(pipeline_config()))
+    (root / "scaled").mkdir()
+    scaled = pipeline_config()
+    scaled["pipeline"]["steps"][2] = {"name": "join", "function": "stagehelpers:Scaled", "inputs": ["piece_sum"],
+                                      "outputs": ["sums", "calls"], "gather": True}  # fmt: skip
+    scaled["pipeline"]["outputs"] = ["sums", "calls"]
+    (root / "scaled" / "config.json").write_text(json.dumps(scaled))
     (root / "broken").mkdir()
     (root / "broken" / "config.json").write_text(json.dumps(pipeline_config("stagehelpers:broken")))
     helpers = tmp_path_factory.mktemp("helpers")
@@ -158,3 +172,15 @@ def test_builtin_rows_and_stack_are_inverses():
     np.testing.assert_array_equal(back, x)
     with pytest.raises(ConfigError, match="not a built-in"):
         resolve("no_such_function")
+
+
+def test_a_hook_class_is_made_once_and_called_per_request(server):
+    x = np.ones((2, 8), np.float32)
+    calls = []
+    for _ in range(2):
+        status, _, data = post(server, "/v2/models/scaled/infer", body(x, [2, 3]))
+        assert status == 200, data
+        outputs = {o["name"]: o["data"] for o in json.loads(data)["outputs"]}
+        assert outputs["sums"] == [20.0, 30.0]
+        calls.append(outputs["calls"][0])
+    assert calls == [1, 2]  # the same instance both times

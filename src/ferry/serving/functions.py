@@ -1,5 +1,6 @@
 """Processing functions for pipeline steps (`stages.py`): ferry's built-in ones by name, or any importable
-`module:function` (code: it runs in the server with its rights, like `--hook`).
+`module:function`, or `module:Class` (a hook class, made once; its instances are called). That is code: it
+runs in the server with its rights, like `--hook`.
 
 A function takes numpy arrays (or, in a gather step, lists of them) as keyword arguments named after its
 step's inputs, and returns a dict of its outputs, a tuple in the order the step lists them, or (for one
@@ -40,6 +41,11 @@ def resolve(spec: str) -> Callable[..., Any]:
         fn = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"pipeline function {spec!r}: {type(exc).__name__}: {exc}") from None
+    if isinstance(fn, type):  # a hook class: made once, its instance called per step (it may hold state)
+        try:
+            fn = fn()
+        except Exception as exc:
+            raise ConfigError(f"pipeline function {spec!r}: {type(exc).__name__}: {exc}") from None
     if not callable(fn):
         raise ConfigError(f"pipeline function {spec!r} is not callable")
     return fn

@@ -22,7 +22,7 @@ def export(module: Any, example_inputs: Any, path: str | os.PathLike[str], **kwa
 
 
 def detect(source: Any) -> str:
-    """'onnx', 'paddle', 'sklearn' or 'torch' for what `source` is, or a ConversionError."""
+    """'onnx', 'paddle', 'sklearn', 'keras' or 'torch' for what `source` is, or a ConversionError."""
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
         if not p.exists() and not any(p.with_name(p.name + s).exists() for s in (".json", ".pdmodel")):
@@ -31,13 +31,17 @@ def detect(source: Any) -> str:
             return "onnx"
         if p.suffix in (".pkl", ".pickle", ".joblib", ".skops"):
             return "sklearn"
+        if p.suffix in (".keras", ".h5", ".hdf5"):
+            return "keras"
         if p.suffix in (".json", ".pdmodel") or not p.exists() or p.is_dir():
             return "paddle"
         raise ConversionError(
-            f"{p}: cannot tell the framework from the name; expected .onnx, .skops/.pkl/.joblib (scikit-learn), "
-            ".json/.pdmodel or a folder (PaddlePaddle)"
+            f"{p}: cannot tell the framework from the name; expected .onnx, .keras/.h5 (Keras), "
+            ".skops/.pkl/.joblib (scikit-learn), .json/.pdmodel or a folder (PaddlePaddle)"
         )
     kinds = {cls.__module__.split(".")[0] for cls in type(source).__mro__}
+    if "keras" in kinds:  # before torch: a Keras model on the torch backend is also a torch.nn.Module
+        return "keras"
     if "torch" in kinds:
         return "torch"
     if "sklearn" in kinds:
@@ -60,6 +64,10 @@ def convert(source: Any, path: str | os.PathLike[str], **kwargs: Any) -> Convers
         from ferry.converters.sklearn import convert_sklearn
 
         return convert_sklearn(source, path, **kwargs)
+    if kind == "keras":
+        from ferry.converters.keras import convert_keras
+
+        return convert_keras(source, path, **kwargs)
     example = kwargs.pop("example_inputs", None)
     if example is None:
         raise ConversionError("converting a torch module needs example_inputs")

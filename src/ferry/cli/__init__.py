@@ -11,6 +11,7 @@ import click
 from ferry.cli.bench import bench
 from ferry.cli.compress import convert_precision, eval_command, prune, quantize
 from ferry.cli.convert import convert
+from ferry.cli.deploy import deploy
 from ferry.cli.export import export
 from ferry.cli.inspect import inspect
 from ferry.cli.optimize import optimize
@@ -39,6 +40,7 @@ for command in (
     quantize,
     prune,
     convert_precision,
+    deploy,
 ):
     cli.add_command(command)
 

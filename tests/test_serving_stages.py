@@ -184,3 +184,20 @@ def test_a_hook_class_is_made_once_and_called_per_request(server):
         assert outputs["sums"] == [20.0, 30.0]
         calls.append(outputs["calls"][0])
     assert calls == [1, 2]  # the same instance both times
+
+
+def test_a_broken_pipeline_is_shown_and_the_rest_serve(tmp_path):
+    """A pipeline whose config does not parse, and one whose function does not import, are each left out
+    with their reason in the index; the server starts and the other models answer."""
+    ferry.save(summer_model(), tmp_path / "summer" / "1", name="summer", version="1")
+    (tmp_path / "typo").mkdir()
+    broken = pipeline_config()
+    broken["pipeline"]["steps"].pop()  # fans out, never gathers
+    (tmp_path / "typo" / "config.json").write_text(json.dumps(broken))
+    (tmp_path / "noimport").mkdir()
+    (tmp_path / "noimport" / "config.json").write_text(json.dumps(pipeline_config("no_such_module:split")))
+    with running_server(tmp_path) as s:
+        index = {r["name"]: r for r in json.loads(post(s, "/v2/repository/index", b"{}")[2])}
+        assert "never gathers" in index["typo"]["reason"] and "no_such_module" in index["noimport"]["reason"]
+        x = json.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
+        assert post(s, "/v2/models/summer/infer", x.encode())[0] == 200

@@ -241,10 +241,16 @@ class Registry:
         self._defaults, self._backend, self._threads = defaults, backend, threads
         broken: dict[str, str] = {}
         self.specs = {s.name: s for s in discover(self.root, defaults, backend, threads, broken)}
-        self.ensembles = {
-            e.name: PipelineModel(e, self, events) if isinstance(e, PipelineSpec) else EnsembleModel(e, self)
-            for e in discover_ensembles(self.root)
-        }
+        self.ensembles: dict[str, Any] = {}
+        for spec in discover_ensembles(self.root, broken):
+            try:
+                model = (
+                    PipelineModel(spec, self, events) if isinstance(spec, PipelineSpec) else EnsembleModel(spec, self)
+                )
+            except ConfigError as exc:  # a pipeline function that does not import: this pipeline alone is out
+                broken[spec.name] = str(exc)
+                continue
+            self.ensembles[spec.name] = model
         self._models: dict[str, dict[str, ServedModel]] = {}
         # (model, version) -> (state, reason); a model whose folder could not be read has version "".
         self._states: dict[tuple[str, str], tuple[str, str]] = {(n, ""): ("UNAVAILABLE", r) for n, r in broken.items()}

@@ -74,7 +74,7 @@ def discover(
             continue
         if spec is not None:
             specs.append(spec)
-    if not specs and not failures and not discover_ensembles(root):
+    if not specs and not failures and not discover_ensembles(root, {}):
         raise ConfigError(f"{root}: no models found; expected <model>/<version>/ferry.json, or a package folder")
     return specs
 
@@ -145,9 +145,10 @@ def _policy(config: dict[str, Any], defaults: BatchPolicy, source: Path) -> Batc
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def discover_ensembles(root: Path) -> list[EnsembleSpec | PipelineSpec]:
+def discover_ensembles(root: Path, failures: dict[str, str] | None = None) -> list[EnsembleSpec | PipelineSpec]:
     """Folders of `root` whose config.json declares an ensemble or a pipeline (and that hold no version
-    folders)."""
+    folders). With `failures`, a folder whose config is broken is left out with its reason there, as
+    `discover` does for models; without, the error is raised."""
     if is_package(root) or not root.is_dir():
         return []
     found = []
@@ -156,11 +157,16 @@ def discover_ensembles(root: Path) -> list[EnsembleSpec | PipelineSpec]:
         if not config_path.is_file() or any(p.name.isdigit() for p in folder.iterdir() if p.is_dir()):
             continue
         try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{config_path}: not valid JSON ({exc})") from None
-        if isinstance(config, dict) and "ensemble" in config:
-            found.append(parse_ensemble(folder.name, config["ensemble"], config_path))
-        elif isinstance(config, dict) and "pipeline" in config:
-            found.append(parse_pipeline(folder.name, config["pipeline"], config_path))
+            try:
+                config = json.loads(config_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{config_path}: not valid JSON ({exc})") from None
+            if isinstance(config, dict) and "ensemble" in config:
+                found.append(parse_ensemble(folder.name, config["ensemble"], config_path))
+            elif isinstance(config, dict) and "pipeline" in config:
+                found.append(parse_pipeline(folder.name, config["pipeline"], config_path))
+        except ConfigError as exc:
+            if failures is None:
+                raise
+            failures[folder.name] = str(exc)
     return found

@@ -152,17 +152,15 @@ def status_for(exc: BaseException) -> tuple[int, str]:
 
 
 # What a client raises for a server's answer: the first class listed whose status matches.
-_ANSWERED = ["InputError", "PayloadTooLargeError", "UnauthorizedError", "ForbiddenError", "ModelNotFoundError",
-             "UnavailableError", "DeadlineError"]  # fmt: skip
+_ANSWERED = (InputError, PayloadTooLargeError, UnauthorizedError, ForbiddenError, ModelNotFoundError,
+             UnavailableError, DeadlineError)  # fmt: skip
 
 
 def error_for_status(http_status: int | None = None, grpc_code: str | None = None) -> type[FerryError]:
     """The error class a client raises for an HTTP status or a gRPC code name; ServingError if none fits."""
-    for name in _ANSWERED:
-        cls = globals()[name]
-        if cls.http_status == http_status or cls.grpc_code == grpc_code:
-            return cls
-    return ServingError
+    return next(
+        (cls for cls in _ANSWERED if cls.http_status == http_status or cls.grpc_code == grpc_code), ServingError
+    )
 
 
 __all__ = [

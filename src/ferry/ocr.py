@@ -189,25 +189,19 @@ def characters(rec_model: str | Path) -> list[str]:
 
 
 class CtcReader:
-    """Greedy CTC decoding: the best class per time step, repeats merged, blanks dropped."""
+    """Each crop's recognition output decoded (`compress.metrics.ctc_decode`), with boxes and scores."""
 
     def __init__(self, alphabet: list[str]):
         self.alphabet = alphabet
 
     def __call__(self, logits: list[np.ndarray], boxes: list[np.ndarray], box_scores: list[np.float32]):
-        texts, scores = [], []
-        for out in logits:
-            probs = out.reshape(out.shape[-2], out.shape[-1])
-            best, conf = probs.argmax(axis=1), probs.max(axis=1)
-            keep = np.ones(len(best), bool)
-            keep[1:] = best[1:] != best[:-1]
-            keep &= best != 0
-            texts.append("".join(self.alphabet[i] for i in best[keep] if i < len(self.alphabet)).encode())
-            scores.append(float(conf[keep].mean()) if keep.any() else 0.0)
-        text = np.empty(len(texts), dtype=object)
-        text[:] = texts
+        from ferry.compress.metrics import ctc_decode
+
+        decoded = [ctc_decode(out.reshape(1, *out.shape[-2:]), self.alphabet)[0] for out in logits]
+        text = np.empty(len(decoded), dtype=object)
+        text[:] = [t.encode() for t, _ in decoded]
         corners = np.stack(boxes).astype(np.float32) if boxes else np.zeros((0, 4, 2), np.float32)
-        return text, corners, np.array(scores, np.float32)
+        return text, corners, np.array([score for _, score in decoded], np.float32)
 
 
 def model_paths() -> dict[str, Path]:

@@ -33,18 +33,24 @@ def cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(np.sum(a * b, axis=1) / np.where(norms == 0, 1, norms)))
 
 
-def ctc_greedy(scores: np.ndarray, alphabet: Sequence[str], blank: int = 0) -> list[str]:
+def ctc_decode(scores: np.ndarray, alphabet: Sequence[str], blank: int = 0) -> list[tuple[str, float]]:
     """Best path decoding of (batch, time, classes) scores: argmax per step, merge repeats, drop blanks.
-    `alphabet[i]` is the character of class i (class `blank` has none)."""
-    texts = []
-    for path in scores.argmax(axis=-1):
-        chars, last = [], blank
-        for c in path:
-            if c != last and c != blank and c < len(alphabet):
-                chars.append(alphabet[c])
-            last = c
-        texts.append("".join(chars))
-    return texts
+    `alphabet[i]` is the character of class i (class `blank` has none). Each text comes with the mean
+    of its characters' best scores (their probabilities, when the scores are a softmax)."""
+    decoded = []
+    for row in scores:
+        best, confidence = row.argmax(axis=-1), row.max(axis=-1)
+        keep = np.ones(len(best), bool)
+        keep[1:] = best[1:] != best[:-1]
+        keep &= (best != blank) & (best < len(alphabet))
+        text = "".join(alphabet[i] for i in best[keep])
+        decoded.append((text, float(confidence[keep].mean()) if keep.any() else 0.0))
+    return decoded
+
+
+def ctc_greedy(scores: np.ndarray, alphabet: Sequence[str], blank: int = 0) -> list[str]:
+    """The texts of `ctc_decode`."""
+    return [text for text, _ in ctc_decode(scores, alphabet, blank)]
 
 
 def edit_distance(a: str, b: str) -> int:

@@ -91,8 +91,9 @@ class Predictor:
     ) -> dict[str, np.ndarray]:
         """`{input: array}` (or one array for a one-input model) in, `{output: array}` out.
 
-        `validate=False` skips the input checks, for callers that made them already (the server checks
-        each request before it queues it, so a merged batch needs no second look).
+        `validate=False` skips the input checks and their preparation, for callers that ran
+        `check_inputs` already and pass what it returned (the server checks each request before it queues
+        it, so a merged batch needs no second look).
         """
         if type(inputs) is not dict:
             if isinstance(inputs, Mapping):
@@ -104,7 +105,8 @@ class Predictor:
                     f"model {self._model!r} takes {len(self._inputs)} inputs {list(self._inputs)}; "
                     "pass a dict of arrays"
                 )
-        inputs = self.check_inputs(inputs) if validate else self._checker.prepare(inputs)
+        if validate:
+            inputs = self.check_inputs(inputs)
         names = self._output_names if outputs is None else self._check_outputs(outputs)
         return dict(zip(names, self._session.run(inputs, names)))
 

@@ -29,6 +29,7 @@ from ferry.serving.http_limits import ConnectionLimits, protocol_class, usable_c
 from ferry.serving.metrics import Metrics
 from ferry.serving.registry import Registry
 from ferry.serving.service import Service, Settings
+from ferry.serving.stages import PipelineModel
 from ferry.serving.tracing import Tracing
 
 log = logging.getLogger("ferry.serve")
@@ -313,7 +314,7 @@ def _announce(options: ServeOptions, service: Service) -> None:
         log.warning("%d worker processes share the ports", options.workers)
     if options.grpc_port is not None:
         log.warning("gRPC  %s:%d  (inference.GRPCInferenceService)", options.host, options.grpc_port)
-    pipelines = [e for e in service.registry.ensembles.values() if hasattr(e, "members") and hasattr(e.spec, "stages")]
+    pipelines = [e for e in service.registry.ensembles.values() if isinstance(e, PipelineModel)]
     if pipelines and list(pipelines[0].spec.inputs.values()) == ["BYTES"]:  # a file in: the upload route
         log.warning("try:  curl -s %s/v2/models/%s/predict -F file=@page.png", base, pipelines[0].name)
         return

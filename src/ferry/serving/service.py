@@ -27,7 +27,8 @@ from ferry.serving import traffic as traffic_mod
 from ferry.serving.batching import Retired
 from ferry.serving.codec import InferRequest
 from ferry.serving.metrics import Metrics
-from ferry.serving.registry import Registry, ServedModel
+from ferry.serving.registry import Registry
+from ferry.serving.served import ServedModel
 from ferry.serving.tracing import Tracing
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]

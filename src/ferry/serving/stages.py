@@ -70,10 +70,6 @@ class PipelineSpec:
     outputs: tuple[str, ...]
     stages: tuple[Stage, ...]
 
-    @property
-    def steps(self) -> tuple[Stage, ...]:
-        return self.stages
-
 
 def parse(name: str, doc: Any, source: Path) -> PipelineSpec:
     """Check the whole pipeline at load: every tensor read is made earlier, fan-out and gather pair up."""

@@ -42,7 +42,6 @@ class VersionStats:
     batches: dict[int, _Duration] = field(default_factory=dict)  # batch size -> compute_infer
 
     def to_dict(self) -> dict[str, Any]:
-        zero = {"count": 0, "ns": 0}
         return {
             "name": self.name,
             "version": self.version,
@@ -55,7 +54,7 @@ class VersionStats:
                     "batch_size": size,
                     "compute_input": {"count": d.count, "ns": 0},
                     "compute_infer": d.to_dict(),
-                    "compute_output": {"count": d.count, "ns": 0} if d.count else zero,
+                    "compute_output": {"count": d.count, "ns": 0},
                 }
                 for size, d in sorted(self.batches.items())
             ],

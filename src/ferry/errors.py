@@ -11,6 +11,7 @@ The tree::
     │   └── UnsupportedModelError   opset or op that the chosen backend cannot run
     ├── ConversionError             a converter failed, or its numeric check did not pass
     │   └── ParityError             converted outputs differ from the source beyond tolerance
+    ├── ExportError                 an export target cannot be written (its runtime files cannot be had)
     ├── InputError                  inputs do not match the signature (name, dtype, rank, dimension) (400)
     │   └── RequestError            a malformed request to the server (JSON, protobuf, binary sizes)
     │       └── PayloadTooLargeError    the body is over the server's limit                    (413)
@@ -78,6 +79,10 @@ class ConversionError(FerryError):
 
 class ParityError(ConversionError):
     """The converted model's outputs differ from the source model's beyond tolerance."""
+
+
+class ExportError(FerryError):
+    """An export target cannot be written: the runtime files it ships cannot be had, or the model does not fit."""
 
 
 class InputError(FerryError):

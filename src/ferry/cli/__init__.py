@@ -12,7 +12,7 @@ from ferry.cli.bench import bench
 from ferry.cli.compress import convert_precision, eval_command, prune, quantize
 from ferry.cli.convert import convert
 from ferry.cli.deploy import deploy
-from ferry.cli.export import export
+from ferry.cli.export import export, serve_web
 from ferry.cli.inspect import inspect
 from ferry.cli.optimize import optimize
 from ferry.cli.predict import predict
@@ -41,6 +41,7 @@ for command in (
     prune,
     convert_precision,
     deploy,
+    serve_web,
 ):
     cli.add_command(command)
 

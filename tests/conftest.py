@@ -103,3 +103,65 @@ def small_disk(tmp_path: Path):
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+IMAGE_STEPS = [
+    {"op": "decode", "mode": "RGB"},
+    {"op": "resize", "size": 40, "resample": "bilinear"},
+    {"op": "center_crop", "size": [32, 32]},
+    {"op": "scale", "factor": 1 / 255},
+    {"op": "normalize", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    {"op": "layout", "to": "CHW"},
+]
+
+
+def torch_cnn_package(path: Path) -> ferry.ModelPackage:
+    """A torch CNN (conv, batch norm, relu, pooling, linear) on 3x32x32 images with ImageNet-style
+    preprocessing, softmax and top-3 over five labels: an image classifier as users export them."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(32, 5),
+    ).eval()  # fmt: skip
+    for m in net.modules():  # trained-looking statistics, so that batch norm does something
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    ferry.export(
+        net, torch.randn(2, 3, 32, 32), path, input_names=["image"], output_names=["logits"], name="cnn",
+        preprocessing=IMAGE_STEPS, postprocessing=[{"op": "softmax"}, {"op": "topk", "k": 3}],
+        labels=["cat", "dog", "bird", "fish", "frog"],
+    )  # fmt: skip
+    return ferry.load(path)
+
+
+def tiny_bert_package(path: Path, vocab: int = 100) -> ferry.ModelPackage:
+    """A two-layer BERT from transformers (random weights): token ids and mask in, hidden states out."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    bert = transformers.BertModel(config).eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    axes = {0: "batch", 1: "sequence"}
+    ferry.export(
+        Encoder().eval(), (torch.randint(0, vocab, (2, 16)), torch.ones(2, 16, dtype=torch.int64)), path,
+        input_names=["input_ids", "attention_mask"], output_names=["hidden"], name="bert",
+        dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes}, exporter="torchscript",
+    )  # fmt: skip
+    return ferry.load(path)

@@ -34,11 +34,13 @@ def lite(package: Path, out: Path, int8: bool, bundle: bool, no_optimize: bool, 
 @click.argument("package", type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
               help="The folder to write (a site there is replaced).")  # fmt: skip
-@click.option("--webgpu", is_flag=True, help="Add onnxruntime-web's WebGPU build (26.8 MB more; used where a GPU adapter exists).")
+@click.option("--webgpu", is_flag=True,
+              help="Add onnxruntime-web's WebGPU build (26.8 MB more; used where a GPU adapter exists).")  # fmt: skip
 @click.option("--runtime-url", metavar="URL",
               help="Load onnxruntime-web from this URL (a CDN) instead of copying it into the site.")  # fmt: skip
 @click.option("--runtime-from", type=click.Path(exists=True, path_type=Path),
-              help="The onnxruntime-web npm tarball or unpacked package to take the runtime from (no download).")  # fmt: skip
+              help="The onnxruntime-web npm tarball or unpacked package to take the runtime from "
+                   "(no download).")  # fmt: skip
 @click.option("--preview", is_flag=True, help="Serve the site on 127.0.0.1 when written (see `ferry serve-web`).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port for --preview.")
 def web(package: Path, out: Path, webgpu: bool, runtime_url: str | None, runtime_from: Path | None,
@@ -58,7 +60,9 @@ def _serve(site: Path, host: str, port: int, isolation: bool) -> None:
     try:
         server = SiteServer(site, host, port, isolation=isolation)
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port")
+        raise click.ClickException(
+            f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port"
+        ) from None
     click.echo(f"serving {site} at {server.url} (Ctrl-C stops)")
     try:
         server.serve_forever()
@@ -73,7 +77,8 @@ def _serve(site: Path, host: str, port: int, isolation: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--no-isolation", is_flag=True,
-              help="Send no COOP/COEP headers, as many hosts do (the site's service worker adds them from the second load).")  # fmt: skip
+              help="Send no COOP/COEP headers, as many hosts do (the site's service worker adds them "
+                   "from the second load).")  # fmt: skip
 def serve_web(site: Path, host: str, port: int, no_isolation: bool) -> None:
     """Serve a site `ferry export web` wrote, with the MIME types and headers it needs, to try it."""
     _serve(site, host, port, isolation=not no_isolation)

@@ -55,8 +55,15 @@ def resize(image: Any, size: Sequence[int], resample: str = "bilinear") -> Any:
     if isinstance(size, int):
         w, h = image.size
         scale = size / min(w, h)
-        return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), method)
-    return image.resize((int(size[0]), int(size[1])), method)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    w, h = int(size[0]), int(size[1])
+    if method == Image.Resampling.NEAREST:
+        return image.resize((w, h), method)
+    # Width first, then height, as two calls: Pillow 13 chooses the order of its two passes itself (each
+    # pass rounds to 8 bits, so the order moves some pixels by 1), and ferry.js must give the same pixels.
+    if image.width != w:
+        image = image.resize((w, image.height), method)
+    return image.resize((w, h), method) if image.height != h else image
 
 
 def center_crop(image: Any, size: Sequence[int]) -> Any:

@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from ferry.errors import ExportError
+from ferry.package.checks import external_data_locations
 from ferry.package.package import ModelPackage, load, swap_in
 from ferry.web import runtime
 
@@ -53,7 +54,8 @@ class WebExport:
         return sum(f.gzip_size for f in self.files if f.name.removeprefix(RUNTIME_FOLDER) not in skip)
 
     def summary(self) -> str:
-        lines = [f"wrote {self.path} ({self.precision} model, onnxruntime-web {runtime.VERSION}: {', '.join(self.builds)})"]
+        builds = ", ".join(self.builds)
+        lines = [f"wrote {self.path} ({self.precision} model, onnxruntime-web {runtime.VERSION}: {builds})"]
         width = max(len(f.name) for f in self.files)
         lines.append(f"  {'file':<{width}}  {'bytes':>12}  {'gzip':>12}")
         for f in sorted(self.files, key=lambda f: -f.size):
@@ -81,10 +83,11 @@ def export_web(
 ) -> WebExport:
     """Write the static site for `package` at `out` (replacing a site there); see the module's docstring."""
     pkg = package if isinstance(package, ModelPackage) else load(package)
-    if len(pkg.manifest.files) > 1:
+    external = sorted({location for _, location in external_data_locations(pkg.graph_proto())})
+    if external:
         raise ExportError(
-            f"model {pkg.name!r} keeps its weights in external data ({', '.join(n for n in pkg.manifest.files)}); "
-            "a model over 1 GiB does not fit a web page"
+            f"model {pkg.name!r} keeps its weights in external data ({', '.join(external)}); ferry puts weights "
+            "there only over 1 GiB, which does not fit a web page"
         )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ import os
 import threading
 from pathlib import Path
 
+from ferry.errors import ConfigError
+
 MIME = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -46,7 +48,7 @@ class SiteServer(http.server.ThreadingHTTPServer):
     def __init__(self, site: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000, isolation: bool = True):
         site = Path(site)
         if not (site / "model.json").is_file():
-            raise FileNotFoundError(f"{site}: no model.json; is this a folder `ferry export web` wrote?")
+            raise ConfigError(f"{site}: no model.json; is this a folder `ferry export web` wrote?")
         handler = type("Handler", (_Handler,), {"isolation": isolation})
         super().__init__((host, port), functools.partial(handler, directory=str(site)))
 

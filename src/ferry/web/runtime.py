@@ -40,7 +40,9 @@ class Build:
 # Only these go into a site. The plain build is 14.2 MB (3.7 MB gzip); the WebGPU one 26.8 MB, so it is
 # opt-in (`--webgpu`), as users of the default 28 MB import asked (onnxruntime #14817).
 BUILDS = {
-    "wasm": Build("ort.wasm.min.mjs", ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")),
+    "wasm": Build(
+        "ort.wasm.min.mjs", ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+    ),
     "webgpu": Build(
         "ort.webgpu.min.mjs",
         ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm"),
@@ -109,7 +111,9 @@ def _cached_tarball() -> Path:
     path = cache_dir() / TARBALL
     if path.is_file():
         return path
-    registry = os.environ.get("npm_config_registry") or os.environ.get("NPM_CONFIG_REGISTRY") or "https://registry.npmjs.org/"
+    registry = (
+        os.environ.get("npm_config_registry") or os.environ.get("NPM_CONFIG_REGISTRY") or "https://registry.npmjs.org/"
+    )
     url = f"{registry.rstrip('/')}/onnxruntime-web/-/{TARBALL}"
     data = _download(url)
     if not _integrity_ok(data):

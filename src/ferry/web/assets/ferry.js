@@ -99,6 +99,8 @@ async function chooseBackend(manifest, wanted) {
   return "wasm";
 }
 
+const pyList = (names) => `[${names.map((n) => `'${n}'`).join(", ")}]`; // as Python prints a list of names
+
 function describe(spec) {
   return `${spec.dtype}[${spec.shape.join(",")}]`;
 }
@@ -168,8 +170,8 @@ export class Model {
     const missing = [...expected.keys()].filter((n) => !given.includes(n)).sort();
     if (unknown.length || missing.length) {
       const parts = [];
-      if (unknown.length) parts.push(`unknown input(s) ${JSON.stringify(unknown)}`);
-      if (missing.length) parts.push(`missing input(s) ${JSON.stringify(missing)}`);
+      if (unknown.length) parts.push(`unknown input(s) ${pyList(unknown)}`);
+      if (missing.length) parts.push(`missing input(s) ${pyList(missing)}`);
       const takes = this.inputs.map((s) => `${s.name}: ${describe(s)}`).join(", ");
       throw new FerryInputError(`model '${this.name}': ${parts.join("; ")}; the model takes ${takes}`);
     }
@@ -182,14 +184,14 @@ export class Model {
       const shape = Array.from(value.shape ?? value.dims ?? []);
       if (!value.shape && !value.dims) throw new FerryInputError(`${where}: expected {data, shape} ${describe(spec)}, got no shape`);
       if (shape.length !== spec.shape.length) {
-        throw new FerryInputError(`${where}: expected rank ${spec.shape.length} ${describe(spec)}, got rank ${shape.length} with shape [${shape}]`);
+        throw new FerryInputError(`${where}: expected rank ${spec.shape.length} ${describe(spec)}, got rank ${shape.length} with shape [${shape.join(", ")}]`);
       }
       spec.shape.forEach((dim, axis) => {
         if (!Number.isInteger(shape[axis]) || shape[axis] < 0) {
-          throw new FerryInputError(`${where}: shape [${shape}] has a size that is not a whole number at axis ${axis}`);
+          throw new FerryInputError(`${where}: shape [${shape.join(", ")}] has a size that is not a whole number at axis ${axis}`);
         }
         if (typeof dim === "number" && dim >= 0 && shape[axis] !== dim) {
-          throw new FerryInputError(`${where}: expected ${describe(spec)}, got shape [${shape}] (axis ${axis} must be ${dim})`);
+          throw new FerryInputError(`${where}: expected ${describe(spec)}, got shape [${shape.join(", ")}] (axis ${axis} must be ${dim})`);
         }
         if (typeof dim === "string") {
           const seen = sizes.get(dim);
@@ -201,7 +203,7 @@ export class Model {
       });
       const count = shape.reduce((a, b) => a * b, 1);
       if (data.length !== count) {
-        throw new FerryInputError(`${where}: shape [${shape}] holds ${count} elements, but ${data.length} were given`);
+        throw new FerryInputError(`${where}: shape [${shape.join(", ")}] holds ${count} elements, but ${data.length} were given`);
       }
       tensors[name] = new this._ort.Tensor(spec.dtype, data, shape);
     }

@@ -1,0 +1,209 @@
+"""ferry's web page against a hand-written page that calls onnxruntime-web directly, in Debian's headless
+chromium, on the same model, runtime files and settings; plus what a visitor's loads cost.
+
+    python benchmarks/web.py                      # ResNet-18-like and MobileNetV2-like, batch 1
+    python benchmarks/web.py --models mobilenet_v2 --rounds 3 --runs 20
+
+Latency: ferry's `model.predict` (preprocessing excluded) and the raw page's `session.run`, each timed in
+the page over `--runs` runs after 3 warm-up runs; rounds alternate ferry and raw, each round a new page;
+medians of the per-round medians. Both pages are served with the isolation headers and ask for 2 threads.
+Native ONNX Runtime runs in its own process, for scale. Visits: a fresh browser profile on a server that
+sends no headers (the service worker isolates the page), time from navigation to the first prediction,
+then a second visit counted in network responses, and an int8 site (`ferry quantize`) against fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+import models as bench_models  # noqa: E402
+from web_helpers import launch  # noqa: E402
+
+from ferry.compress.quantize import quantize  # noqa: E402
+from ferry.web import export_web  # noqa: E402
+from ferry.web.preview import SiteServer  # noqa: E402
+
+RAW_PAGE = """<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><body><script type="module">
+import * as ort from "./ort/ort.wasm.min.mjs";
+const threads = Number(new URLSearchParams(location.search).get("threads") ?? 2);
+ort.env.wasm.wasmPaths = new URL("./ort/", location.href).href;
+ort.env.wasm.numThreads = threads;
+const session = await ort.InferenceSession.create("model.onnx", {executionProviders: ["wasm"], graphOptimizationLevel: "all"});
+window.runTimed = async (shape, runs) => {
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1)).map((_, i) => Math.sin(i));
+  const feeds = {[session.inputNames[0]]: new ort.Tensor("float32", data, shape)};
+  for (let i = 0; i < 3; i++) await session.run(feeds);
+  const times = [];
+  for (let i = 0; i < runs; i++) { const t = performance.now(); await session.run(feeds); times.push(performance.now() - t); }
+  return times;
+};
+document.body.dataset.ready = "1";
+</script>"""
+
+FERRY_TIMED = """async ([shape, runs]) => {
+  const m = window.ferryModel;
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1)).map((_, i) => Math.sin(i));
+  const feeds = {[m.inputs[0].name]: {data, shape}};
+  for (let i = 0; i < 3; i++) await m.predict(feeds);
+  const times = [];
+  for (let i = 0; i < runs; i++) { const t = performance.now(); await m.predict(feeds); times.push(performance.now() - t); }
+  return times;
+}"""
+
+NATIVE = """
+import sys, time, statistics, numpy as np, onnxruntime as ort
+so = ort.SessionOptions(); so.intra_op_num_threads = int(sys.argv[2]); so.inter_op_num_threads = 1
+s = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+x = np.sin(np.arange(3 * 224 * 224, dtype=np.float32)).reshape(1, 3, 224, 224)
+feeds = {s.get_inputs()[0].name: x}
+for _ in range(3): s.run(None, feeds)
+t = []
+for _ in range(int(sys.argv[3])):
+    t0 = time.perf_counter(); s.run(None, feeds); t.append((time.perf_counter() - t0) * 1e3)
+print(statistics.median(t))
+"""
+
+SHAPE = [1, 3, 224, 224]
+
+
+def page_times(context, url: str, ferry: bool, runs: int) -> float:
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", state="attached", timeout=120_000)
+    times = page.evaluate(FERRY_TIMED, [SHAPE, runs]) if ferry else page.evaluate(f"runTimed({SHAPE}, {runs})")
+    page.close()
+    return statistics.median(times)
+
+
+def latency(pw, site: Path, tmp: Path, rounds: int, runs: int) -> dict[str, float]:
+    (site / "raw.html").write_text(RAW_PAGE)
+    server = SiteServer(site, port=0, isolation=True).start()
+    context = launch(pw, tmp / f"profile-{site.name}")
+    out: dict[str, list[float]] = {"ferry": [], "raw": [], "raw 1 thread": []}
+    try:
+        for _ in range(rounds):
+            out["ferry"].append(page_times(context, server.url, True, runs))
+            out["raw"].append(page_times(context, server.url + "raw.html?threads=2", False, runs))
+            out["raw 1 thread"].append(page_times(context, server.url + "raw.html?threads=1", False, runs))
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def native(model: Path, threads: int, runs: int) -> float:
+    result = subprocess.run([sys.executable, "-c", NATIVE, str(model), str(threads), str(runs)],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    return float(result.stdout.strip())
+
+
+def visits(pw, site: Path, tmp: Path) -> dict[str, float]:
+    """A fresh profile on a host with no headers: first visit to the first prediction, then a second."""
+    server = SiteServer(site, port=0, isolation=False).start()
+    context = launch(pw, tmp / f"visit-{site.name}")
+    first: list[int] = []
+    try:
+        page = context.new_page()
+        page.on("response", lambda r: first.append(r.request.sizes()["responseBodySize"]))
+        t0 = time.perf_counter()
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready='1']", state="attached", timeout=120_000)
+        page.evaluate(FERRY_TIMED, [SHAPE, 1])
+        first_s = time.perf_counter() - t0
+        threads = page.evaluate("window.ferryModel.threads")
+        second = context.new_page()
+        network: list[int] = []
+        second.on("response", lambda r: network.append(0) if r.from_service_worker else network.append(1))
+        t0 = time.perf_counter()
+        second.goto(server.url)
+        second.wait_for_selector("body[data-ready='1']", state="attached", timeout=120_000)
+        second.evaluate(FERRY_TIMED, [SHAPE, 1])
+        second_s = time.perf_counter() - t0
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+    return {"first_s": first_s, "first_mb": sum(first) / 1e6, "threads": threads, "second_s": second_s,
+            "second_network_responses": sum(network), "second_responses": len(network)}  # fmt: skip
+
+
+def top1(pw, site: Path, tmp: Path, inputs: np.ndarray) -> list[int]:
+    server = SiteServer(site, port=0).start()
+    context = launch(pw, tmp / f"top1-{site.name}")
+    try:
+        page = context.new_page()
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready='1']", state="attached", timeout=120_000)
+        return page.evaluate(
+            """async (xs) => { const m = window.ferryModel; const out = [];
+              for (const x of xs) { const r = await m.predict({data: Float32Array.from(x), shape: [1, 3, 224, 224]});
+                const d = r[m.outputs[0].name].data; out.push(d.indexOf(Math.max(...d))); }
+              return out; }""",
+            [x.ravel().tolist() for x in inputs],
+        )
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--top1-samples", type=int, default=16)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as d, sync_playwright() as pw:
+        tmp = Path(d)
+        for kind in args.models:
+            bm = bench_models.cnn(tmp / kind, kind)
+            site = export_web(bm.package, tmp / f"{kind}-site").path
+            rng = np.random.default_rng(0)
+            calib = tmp / f"{kind}-calib.npz"
+            np.savez(calib, x=rng.standard_normal((16, 3, 224, 224)).astype(np.float32))
+            q = quantize(bm.package, tmp / f"{kind}-int8", calib, backend="onnxruntime", fmt="qdq").package
+            q_site = export_web(q, tmp / f"{kind}-int8-site").path
+            row = latency(pw, site, tmp, args.rounds, args.runs)
+            row["int8"] = latency(pw, q_site, tmp, args.rounds, args.runs)["ferry"]
+            row["native 1"] = native(site / "model.onnx", 1, args.runs)
+            row["native 2"] = native(site / "model.onnx", 2, args.runs)
+            row["visits"] = visits(pw, site, tmp)
+            samples = rng.standard_normal((args.top1_samples, 3, 224, 224)).astype(np.float32)
+            a, b = top1(pw, site, tmp, samples), top1(pw, q_site, tmp, samples)
+            row["int8_top1_agreement"] = sum(x == y for x, y in zip(a, b)) / len(a)
+            row["int8_model_ratio"] = (q_site / "model.onnx").stat().st_size / (site / "model.onnx").stat().st_size
+            results[bm.name] = row
+            v = row["visits"]
+            print(f"\n{bm.name}")
+            print(f"  ferry predict {row['ferry']:.1f} ms | raw onnxruntime-web {row['raw']:.1f} ms | "
+                  f"ratio {row['ferry'] / row['raw']:.3f}")  # fmt: skip
+            print(f"  raw 1 thread {row['raw 1 thread']:.1f} ms | native ORT 1 thread {row['native 1']:.1f} ms, "
+                  f"2 threads {row['native 2']:.1f} ms")  # fmt: skip
+            print(f"  int8 site {row['int8']:.1f} ms, model {row['int8_model_ratio']:.2f}x the fp32 bytes, "
+                  f"top-1 agreement {row['int8_top1_agreement']:.0%} on {len(a)} random inputs")  # fmt: skip
+            print(f"  first visit (no headers, cold) {v['first_s']:.2f} s to the first prediction, "
+                  f"{v['first_mb']:.1f} MB, {v['threads']} threads; second visit {v['second_s']:.2f} s, "
+                  f"{v['second_network_responses']} of {v['second_responses']} responses from the network")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -464,3 +464,19 @@ def test_screenshot_of_the_demo_page_shows_the_predicted_label(sites, serve, pla
     text = " ".join(line[1] for line in lines or [])
     assert re.search(r"Predicted:?\s*3\b", text), text
     assert "2 threads" in text or "threads" in text, text
+
+
+def test_webgpu_build_gives_the_wasm_numbers(sites, serve, playwright, tmp_path):
+    """WebGPU here is Chromium's software adapter (SwiftShader): a correctness check, not a speed one."""
+    pkg, _ = sites["digits"]
+    site = export_web(pkg, tmp_path / "gpu", webgpu=True).path
+    context = launch(playwright, tmp_path / "profile", extra=["--enable-unsafe-webgpu"])
+    try:
+        page = context.new_page()
+        page.goto(serve(site).url)
+        wait_ready(page)
+        assert page.evaluate("window.ferryModel.backend") == "webgpu"
+        got = page.evaluate(CLASSIFY_JS, [b64(p) for p in SAMPLES[:4]])
+    finally:
+        context.close()
+    assert_same_top(got, python_top(pkg, SAMPLES[:4]), atol=1e-4)

@@ -31,12 +31,12 @@ self.addEventListener("fetch", (event) => {
   if (request.method !== "GET" || !request.url.startsWith("http")) return;
   event.respondWith((async () => {
     const cache = await caches.open(CACHE);
-    let response = await cache.match(request, { ignoreSearch: true, ignoreVary: true });
-    if (!response) {
-      response = await fetch(request);
-      // awaited, so that the file is in the cache before the page goes on (transformers.js #99)
-      if (response.ok && response.type !== "opaque") await cache.put(request, response.clone());
-    }
+    const cached = await cache.match(request, { ignoreSearch: true, ignoreVary: true });
+    if (cached) return isolated(cached);
+    const response = await fetch(request);
+    // The page gets the response as it streams in; waitUntil keeps the worker alive until the copy is in
+    // the cache (a put nobody waits for can be lost when the worker stops: transformers.js #99).
+    if (response.ok && response.type !== "opaque") event.waitUntil(cache.put(request, response.clone()));
     return isolated(response);
   })());
 });

@@ -297,7 +297,10 @@ def test_transformer_on_token_ids_matches_the_python_predictor(sites, serve, pla
     context, page = open_site(playwright, tmp_path, serve(site).url)
     try:
         out = page.evaluate(PREDICT_JS, feeds)
-        assert "input_ids: int64[batch,sequence]" in page.inner_text("#about")  # the tensor form, not the image one
+        assert "input_ids: int64[batch,sequence]" in page.inner_text("#about")
+        page.click("#run")  # the demo's tensor form (not the image one), filled with random token ids
+        page.wait_for_selector("body[data-done='1']", state="attached")
+        assert page.inner_text("#outputs").startswith("hidden: float32[1,1,32]")
     finally:
         context.close()
     want = ferry.create_predictor(ferry.Config(pkg)).predict({"input_ids": ids, "attention_mask": mask})["hidden"]
@@ -305,21 +308,33 @@ def test_transformer_on_token_ids_matches_the_python_predictor(sites, serve, pla
     np.testing.assert_allclose(np.float32(out["hidden"]["data"]).reshape(want.shape), want, atol=1e-4)
 
 
-def test_int8_site_runs_the_quantized_model(serve, playwright, tmp_path):
+def _int8(tmp_path: Path) -> ferry.ModelPackage:
     from ferry.compress.quantize import quantize
 
-    test_npz = DEMO / "samples" / "test.npz"
-    q = quantize(DEMO / "digits", tmp_path / "q", test_npz, backend="onnxruntime", fmt="qdq").package
-    result = export_web(q, tmp_path / "site")
-    assert result.precision == "int8"
+    return quantize(DEMO / "digits", tmp_path / "q", DEMO / "samples" / "test.npz", backend="onnxruntime").package
+
+
+def _fp16(tmp_path: Path) -> ferry.ModelPackage:
+    from ferry.compress.precision import convert_precision
+
+    return convert_precision(DEMO / "digits", tmp_path / "h", "fp16").package
+
+
+@pytest.mark.parametrize(
+    ("precision", "make", "max_ratio", "atol"), [("int8", _int8, 0.4, 1e-3), ("fp16", _fp16, 0.6, 1e-3)]
+)
+def test_compressed_site_runs_the_compressed_model(serve, playwright, tmp_path, precision, make, max_ratio, atol):
+    small = make(tmp_path)
+    result = export_web(small, tmp_path / "site")
+    assert result.precision == precision
     fp32 = next(f.size for f in export_web(DEMO / "digits", tmp_path / "fp32").files if f.name == "model.onnx")
-    assert next(f.size for f in result.files if f.name == "model.onnx") < 0.4 * fp32
+    assert next(f.size for f in result.files if f.name == "model.onnx") < max_ratio * fp32
     context, page = open_site(playwright, tmp_path, serve(result.path).url)
     try:
         got = page.evaluate(CLASSIFY_JS, [b64(p) for p in SAMPLES])
     finally:
         context.close()
-    assert_same_top(got, python_top(q, SAMPLES), atol=1e-3)
+    assert_same_top(got, python_top(small, SAMPLES), atol=atol)
 
 
 BAD_INPUTS = {

@@ -79,6 +79,8 @@ def runtime(options: DeployOptions) -> dict[str, Any]:
         "command": ["ferry", "serve"],
         "args": [
             MOUNT,
+            "--model_name",
+            "{{.Name}}",  # KServe puts the InferenceService's name here: the model answers under it
             "--host",
             "0.0.0.0",
             "--http-port",

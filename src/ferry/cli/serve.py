@@ -12,10 +12,16 @@ from ferry.cli._options import DEMO_ROOT, demo_option
 
 @click.command()
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--model-dir", "--model_dir", "model_dir", type=click.Path(exists=True, path_type=Path),
+              help="The package or repository, as KServe passes it (instead of PATH).")  # fmt: skip
+@click.option("--model-name", "--model_name", "model_name", default=None,
+              help="Serve a single package under this name (KServe's InferenceService name).")  # fmt: skip
 @demo_option("Serve a demo: the bundled digits model (--demo), or PP-OCR as a pipeline (--demo ocr).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--http-port", type=int, default=8000, show_default=True)
-@click.option("--grpc-port", type=int, default=8001, show_default=True, help="0 turns gRPC off.")
+@click.option("--http-port", "--http_port", "http_port", type=int, default=8000, show_default=True, envvar="PORT",
+              help="Also from $PORT, which Knative (under KServe) sets.")  # fmt: skip
+@click.option("--grpc-port", "--grpc_port", "grpc_port", type=int, default=8001, show_default=True,
+              help="0 turns gRPC off.")  # fmt: skip
 @click.option("--model-control", type=click.Choice(["none", "poll", "explicit"]), default="none", show_default=True)
 @click.option("--poll-interval", type=click.FloatRange(min=0.05), default=5.0, show_default=True, help="Seconds.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True)
@@ -102,6 +108,8 @@ from ferry.cli._options import DEMO_ROOT, demo_option
 )
 def serve(
     path,
+    model_dir,
+    model_name,
     demo,
     host,
     http_port,
@@ -141,6 +149,10 @@ def serve(
     from ferry.serving.server import ServeOptions, TlsFiles, run_workers
     from ferry.serving.service import Settings
 
+    if model_dir is not None:
+        if path is not None and path != model_dir:
+            raise click.UsageError("give the model as PATH or as --model-dir, not both")
+        path = model_dir
     if demo == "digits":
         path = DEMO_ROOT / "digits"
     elif demo == "ocr":
@@ -182,6 +194,7 @@ def serve(
         tls=tls,
         trace_otlp_endpoint=trace_otlp_endpoint,
         trace_sample_rate=trace_sample_rate,
+        model_name=model_name,
         limits=ConnectionLimits(header_timeout, body_timeout, idle_timeout, int(max_header_kb * 1024), max_connections),
     )
     if workers > 1 and model_control == "explicit":

@@ -57,11 +57,12 @@ class Registry:
         hook: Any = None,
         spinning: bool = False,
         max_image_pixels: int | None = pipeline.MAX_PIXELS,
+        model_name: str | None = None,
     ):
         self.root = Path(root)
         self._defaults, self._backend, self._threads = defaults, backend, threads
         broken: dict[str, str] = {}
-        self.specs = {s.name: s for s in discover(self.root, defaults, backend, threads, broken)}
+        self.specs = {s.name: s for s in discover(self.root, defaults, backend, threads, broken, model_name)}
         self.ensembles: dict[str, Any] = {}
         for spec in discover_ensembles(self.root, broken):
             try:

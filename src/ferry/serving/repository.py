@@ -49,18 +49,22 @@ def discover(
     backend: str = "auto",
     threads: int | None = None,
     failures: dict[str, str] | None = None,
+    name: str | None = None,
 ) -> list[ModelSpec]:
-    """Every model under `root` (or `root` itself when it is a package). A model folder whose config.json
-    cannot be read is left out and its reason put in `failures` (when given), so that one broken folder
-    does not stop the others; without `failures` the error is raised."""
+    """Every model under `root` (or `root` itself when it is a package, under `name` if given, as KServe
+    names it). A model folder whose config.json cannot be read is left out and its reason put in
+    `failures` (when given), so that one broken folder does not stop the others; without `failures` the
+    error is raised."""
     root = Path(root)
     if is_package(root):
         manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
-        name = str(manifest.get("name") or root.name)
+        name = name or str(manifest.get("name") or root.name)
         version = str(manifest.get("version") or "1")
         return [ModelSpec(name, {version: root}, defaults, backend, threads)]
     if not root.is_dir():
         raise ConfigError(f"{root}: not a package or a model repository folder")
+    if name is not None:
+        raise ConfigError(f"{root}: a model name is for one package; a repository's folders name its models")
     specs = []
     for folder in sorted(root.iterdir()):
         if not folder.is_dir():

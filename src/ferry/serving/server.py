@@ -82,6 +82,7 @@ class ServeOptions:
     trace_otlp_endpoint: str | None = None  # spans to this OTLP/HTTP collector (plain data: workers get a copy)
     trace_sample_rate: float = 1.0
     tracer: Any = None  # an OpenTelemetry tracer to use instead (tests pass the SDK's in-memory one)
+    model_name: str | None = None  # serve a single package under this name (KServe's --model_name)
 
 
 def build_service(options: ServeOptions) -> Service:
@@ -100,6 +101,7 @@ def build_service(options: ServeOptions) -> Service:
         hook,
         options.spinning,
         options.max_image_pixels,
+        options.model_name,
     )
     if options.tracer is not None:
         tracing = Tracing(options.tracer)

@@ -1,7 +1,7 @@
 """Simulated hosts for servers that bind every interface (KServe's model server, Ray): each host is a
 network namespace of its own (`ip netns`, loopback up), optionally joined to others by veth pairs on
-10.77.0.0/24, with a private /tmp and /dev/shm (a mount namespace per command), so that two Ray nodes on
-this machine do not share their session folders. Needs root and iproute2, as CI has.
+10.77.0.0/24, with a private /tmp/ray and /dev/shm (a mount namespace per command), so that two Ray nodes
+on this machine do not share their session folders or object stores. Needs root and iproute2, as CI has.
 
     with Hosts(2) as (a, b):          # a is 10.77.0.1, b is 10.77.0.2
         server = a.start(["python", "-m", "..."])
@@ -28,13 +28,12 @@ class Host:
         self.processes: list[subprocess.Popen] = []
 
     def _wrap(self, argv: list[str]) -> list[str]:
-        tmp, shm = self.scratch / "tmp", self.scratch / "shm"
-        tmp.mkdir(parents=True, exist_ok=True)
+        ray, shm = self.scratch / "ray", self.scratch / "shm"
+        ray.mkdir(parents=True, exist_ok=True)
         shm.mkdir(parents=True, exist_ok=True)
-        inner = (
-            # /dev/shm first: the scratch folder may itself be under /tmp
-            f"mount --bind {shlex.quote(str(shm))} /dev/shm && mount --bind {shlex.quote(str(tmp))} /tmp && "
-            f"exec {shlex.join(argv)}"
+        inner = (  # Ray keeps its sessions in /tmp/ray and its object store in /dev/shm: one of each per host
+            f"mkdir -p /tmp/ray && mount --bind {shlex.quote(str(shm))} /dev/shm && "
+            f"mount --bind {shlex.quote(str(ray))} /tmp/ray && exec {shlex.join(argv)}"
         )
         return ["ip", "netns", "exec", self.name, "unshare", "-m", "--propagation", "private", "sh", "-c", inner]
 

@@ -88,7 +88,10 @@ def test_inference_services_carry_the_options(written):
     assert predictor["model"]["modelFormat"] == {"name": "ferry"} and predictor["model"]["protocolVersion"] == "v2"
     runtime = yaml.safe_load((written / "servingruntime.yaml").read_text())
     container = runtime["spec"]["containers"][0]
-    assert container["args"][:3] == ["/mnt/models", "--model_name", "{{.Name}}"] and "v2" in runtime["spec"]["protocolVersions"]
+    assert (
+        container["args"][:3] == ["/mnt/models", "--model_name", "{{.Name}}"]
+        and "v2" in runtime["spec"]["protocolVersions"]
+    )
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert 'pip install --no-cache-dir "ferry[image]"' in (written / "Dockerfile").read_text()
 

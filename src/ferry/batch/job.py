@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ferry.batch.readers import Samples
-from ferry.errors import InputError
+from ferry.errors import BackendError, InputError
 from ferry.files import atomic_write
 from ferry.inference import Predictor
 from ferry.processing import postprocess, preprocess_images
@@ -74,22 +74,39 @@ class BatchJob:
         return h.hexdigest()
 
 
-def run_job(job: BatchJob, on_batch: Callable[[int], None] | None = None) -> list[dict[str, np.ndarray]]:
-    """Run every batch (skipping those a previous run finished); returns the results in order."""
+# Runs the batches with these indices and yields (index, outputs) as each finishes, in any order.
+Compute = Callable[[list[int]], Iterable[tuple[int, dict[str, np.ndarray]]]]
+
+
+def run_job(
+    job: BatchJob, on_batch: Callable[[int], None] | None = None, compute: Compute | None = None
+) -> list[dict[str, np.ndarray]]:
+    """Run every batch (skipping those a previous run finished); returns the results in order. `compute`
+    runs the batches left to do somewhere else (`ferry.integrations.ray` on a Ray cluster); by default
+    they run here, one after another. Each is saved for a resume as it arrives."""
     partial = _partial_dir(job)
-    results: list[dict[str, np.ndarray]] = []
+    done: dict[int, dict[str, np.ndarray]] = {}
+    pending = []
     for index in range(job.batches):
         saved = partial / f"batch-{index:06d}.npz" if partial else None
         if saved is not None and saved.is_file():
             with np.load(saved, allow_pickle=False) as data:
-                results.append({k: data[k] for k in data.files})
+                done[index] = {k: data[k] for k in data.files}
+            if on_batch:
+                on_batch(index)
         else:
-            out = job.predictor.predict(job.batch_inputs(index))
-            if saved is not None:
-                _save_npz_atomic(saved, out)
-            results.append(out)
+            pending.append(index)
+    stream = compute(pending) if compute else ((i, job.predictor.predict(job.batch_inputs(i))) for i in pending)
+    for index, out in stream:
+        if partial is not None:
+            _save_npz_atomic(partial / f"batch-{index:06d}.npz", out)
+        done[index] = out
         if on_batch:
             on_batch(index)
+    missing = [i for i in range(job.batches) if i not in done]
+    if missing:
+        raise BackendError(f"batches {missing[:10]} never came back from where they ran")
+    results = [done[i] for i in range(job.batches)]
     if job.output is not None:
         _write_output(job, results)
         if partial is not None:

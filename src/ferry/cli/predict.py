@@ -33,9 +33,18 @@ from ferry.cli._options import DEMO_ROOT, demo_option, engine_options, make_conf
     show_default=True,
     help="Refuse graphs that build constants larger than this.",
 )
+@click.option(
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="Run the batches on a Ray actor pool (pip install 'ferry[ray]'); order, resume and output as here.",
+)
+@click.option("--actors", type=click.IntRange(min=1), default=2, show_default=True, help="Ray actors (with --ray).")
+@click.option("--ray-address", default=None,
+              help="A running Ray cluster (HOST:PORT or 'auto'); by default a local one is started.")  # fmt: skip
 @engine_options
-def predict(package, inputs, output, batch_size, resume, demo, cast, max_constant_mb, backend, threads,
-            precision) -> None:  # fmt: skip
+def predict(package, inputs, output, batch_size, resume, demo, cast, max_constant_mb, use_ray, actors, ray_address,
+            backend, threads, precision) -> None:  # fmt: skip
     """Run a package on .npy/.npz/.json/.jsonl/.csv files or images, in batches."""
     import ferry
     from ferry.batch import BatchJob, read_inputs, run_job
@@ -65,7 +74,13 @@ def predict(package, inputs, output, batch_size, resume, demo, cast, max_constan
                 samples.arrays[name] = array.astype(cast)
                 console.print(f"cast input {name!r} from {array.dtype} to {cast}")
     job = BatchJob(predictor, samples, batch_size, output, resume=resume)
-    console.print(f"{pkg.name}: {samples.count} samples in {job.batches} batches on {predictor.backend}")
+    compute = None
+    if use_ray:
+        from ferry.integrations.ray import RayCompute
+
+        compute = RayCompute(job, actors, threads=threads or 1, backend=backend, address=ray_address)
+    where = f"{actors} Ray actors" if use_ray else predictor.backend
+    console.print(f"{pkg.name}: {samples.count} samples in {job.batches} batches on {where}")
     with Progress(
         TextColumn("predicting"),
         BarColumn(),
@@ -82,7 +97,7 @@ def predict(package, inputs, output, batch_size, resume, demo, cast, max_constan
             bar.advance(task)
 
         try:
-            results = run_job(job, on_batch=advance)
+            results = run_job(job, on_batch=advance, compute=compute)
         except KeyboardInterrupt:
             if output is not None:
                 console.print(
@@ -92,6 +107,9 @@ def predict(package, inputs, output, batch_size, resume, demo, cast, max_constan
             raise
     for note in job.notes:
         console.print(note)
+    if compute is not None and compute.nodes:
+        spread = ", ".join(f"{n} on {node[:12]}" for node, n in compute.nodes.most_common())
+        console.print(f"Ray ran {sum(compute.nodes.values())} batches on {len(compute.nodes)} node(s): {spread}")
     if output is not None:
         console.print(f"wrote {output}")
     if output is None or demo:

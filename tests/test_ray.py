@@ -92,8 +92,9 @@ ray.init(log_to_driver=False, include_dashboard=False)
 ds = ray.data.from_items([{"id": i, "image": x[i]} for i in range(len(x))])
 rows = predict_dataset(ds, sys.argv[1], actors=2, batch_size=16).take_all()
 try:
-    ray.data.from_items([{"id": 0, "pixels": x[0]}]).map_batches(FerryPredictor, fn_constructor_kwargs={"package": sys.argv[1]},
-        compute=ActorPoolStrategy(size=1)).take_all()
+    wrong = ray.data.from_items([{"id": 0, "pixels": x[0]}])
+    wrong.map_batches(FerryPredictor, fn_constructor_kwargs={"package": sys.argv[1]},
+                      compute=ActorPoolStrategy(size=1)).take_all()
     error = "no error"
 except Exception as exc:
     error = str(exc)

@@ -18,6 +18,16 @@ from ferry.cli._options import DEMO_ROOT, demo_option
               help="Serve a single package under this name (KServe's InferenceService name).")  # fmt: skip
 @demo_option("Serve a demo: the bundled digits model (--demo), or PP-OCR as a pipeline (--demo ocr).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="Serve a package on Ray Serve (REST; pip install 'ferry[ray]'), batching with @serve.batch.",
+)
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Ray Serve replicas.")
+@click.option("--max-replicas", type=click.IntRange(min=1), default=None,
+              help="Autoscale Ray Serve replicas up to this many.")  # fmt: skip
+@click.option("--ray-address", default=None, help="Join this Ray cluster (HOST:PORT) instead of starting one.")
 @click.option("--http-port", "--http_port", "http_port", type=int, default=8000, show_default=True, envvar="PORT",
               help="Also from $PORT, which Knative (under KServe) sets.")  # fmt: skip
 @click.option("--grpc-port", "--grpc_port", "grpc_port", type=int, default=8001, show_default=True,
@@ -112,6 +122,10 @@ def serve(
     model_name,
     demo,
     host,
+    use_ray,
+    replicas,
+    max_replicas,
+    ray_address,
     http_port,
     grpc_port,
     model_control,
@@ -161,6 +175,13 @@ def serve(
         path = demo_repository()
     if path is None:
         raise click.UsageError("give a package or a model repository folder (or --demo)")
+    if use_ray:
+        from ferry.integrations.ray import serve_package
+
+        serve_package(path, host, http_port, ray_address, name=model_name, backend=backend, threads=threads or 1,
+                      max_batch_size=max_batch_size, max_delay_ms=batch_delay_ms, replicas=replicas,
+                      max_replicas=max_replicas)  # fmt: skip
+        return
     if (tls_cert is None) != (tls_key is None) or (tls_client_ca is not None and tls_cert is None):
         raise click.UsageError("TLS needs --tls-cert and --tls-key together (and both for --tls-client-ca)")
     tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert is not None else None

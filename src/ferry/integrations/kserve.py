@@ -68,15 +68,11 @@ class FerryModel(kserve.Model):
     def package(self):  # noqa: ANN201 (a ModelPackage; imported lazily)
         return self.predictor.config.package
 
-    def _types(self, specs) -> list[dict[str, Any]]:  # noqa: ANN001
-        shape = lambda s: [d if isinstance(d, int) else -1 for d in s.shape]  # noqa: E731 (named dims are -1)
-        return [{"name": s.name, "datatype": datatypes.from_ferry(s.dtype), "shape": shape(s)} for s in specs]
-
     def get_input_types(self) -> list[dict[str, Any]]:
-        return self._types(self.package.signature.inputs)
+        return datatypes.tensor_metadata(self.package.signature.inputs)
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return self._types(self.package.signature.outputs)
+        return datatypes.tensor_metadata(self.package.signature.outputs)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What a request does, on numpy arrays: image bytes decoded where the package says, the checked

@@ -129,3 +129,149 @@ class RayCompute:
             self.nodes[str(row["node"])] += 1
             with np.load(io.BytesIO(row["npz"]), allow_pickle=False) as data:
                 yield int(row["index"]), {k: data[k] for k in data.files}
+
+
+# --- online: Ray Serve ---------------------------------------------------------------------------------
+
+from ray import serve  # noqa: E402 (after the offline part, which needs only ray)
+
+
+def _rows(feeds: dict[str, np.ndarray]) -> int:
+    return int(next(iter(feeds.values())).shape[0]) if feeds else 1
+
+
+@serve.deployment
+class FerryDeployment:
+    """One replica: the package's predictor behind the Open Inference Protocol's REST routes, with
+    concurrent requests merged by `@serve.batch` (counted in rows, as ferry's own batcher counts them)."""
+
+    def __init__(self, package: str, name: str, backend: str, threads: int | None, max_batch_size: int,
+                 max_delay_ms: float) -> None:  # fmt: skip
+        self.predictor = _predictor(package, backend, threads)
+        self.package = self.predictor.config.package
+        self.name = name
+        self.batchable = all(s.shape and not isinstance(s.shape[0], int) for s in self.package.signature.inputs)
+        self._batched.set_max_batch_size(max_batch_size if self.batchable else 1)
+        self._batched.set_batch_wait_timeout_s(max_delay_ms / 1000)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.001, batch_size_fn=lambda items: sum(map(_rows, items)))
+    async def _batched(self, items: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | Exception]:
+        import asyncio
+
+        return await asyncio.to_thread(self._run, items)
+
+    def _run(self, items: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | Exception]:
+        """Requests of the same non-batch shapes and dtypes run as one batch; each gets its own rows back."""
+        groups: dict[tuple, list[int]] = {}
+        for i, feeds in enumerate(items):
+            key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(feeds.items()))
+            groups.setdefault(key, []).append(i)
+        answers: list[Any] = [None] * len(items)
+        for members in groups.values():
+            try:
+                merged = {n: np.concatenate([items[i][n] for i in members]) for n in items[members[0]]}
+                out = self.predictor.predict(merged, validate=False)
+            except Exception as exc:  # noqa: BLE001 (every request of the batch hears of it)
+                for i in members:
+                    answers[i] = exc
+                continue
+            start = 0
+            for i in members:
+                rows = _rows(items[i])
+                answers[i] = {k: v[start : start + rows] for k, v in out.items()}
+                start += rows
+        return answers
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse, Response
+
+        from ferry.errors import ModelNotFoundError
+        from ferry.protocol import datatypes
+        from ferry.serving.codec import HEADER_LENGTH, decode_rest, encode_rest, header_length
+        from ferry.serving.http_app import error_response
+
+        parts = request.url.path.strip("/").split("/")
+        try:
+            if parts[:2] == ["v2", "health"]:
+                return JSONResponse({"live": True} if parts[-1] == "live" else {"ready": True})
+            if parts == ["v2"]:
+                return JSONResponse({"name": "ferry on Ray Serve", "extensions": []})
+            if len(parts) < 3 or parts[:2] != ["v2", "models"]:
+                return JSONResponse({"error": f"no route {request.url.path}"}, status_code=404)
+            if parts[2] != self.name:
+                raise ModelNotFoundError(f"unknown model {parts[2]!r}; this deployment serves {self.name!r}")
+            action = parts[3] if len(parts) > 3 else ""
+            if request.method == "GET" and action == "":
+                sig = self.package.signature
+                return JSONResponse({"name": self.name, "versions": [self.package.manifest.version],
+                                     "platform": "onnx_onnxv1", "inputs": datatypes.tensor_metadata(sig.inputs),
+                                     "outputs": datatypes.tensor_metadata(sig.outputs)})  # fmt: skip
+            if request.method == "GET" and action == "ready":
+                return JSONResponse({"name": self.name, "ready": True})
+            if request.method != "POST" or action != "infer":
+                return JSONResponse({"error": f"no route {request.method} {request.url.path}"}, status_code=404)
+            req = decode_rest(await request.body(), header_length(request.headers.get(HEADER_LENGTH)))
+            feeds = self.predictor.check_inputs(req.inputs)
+            result = await self._batched(feeds)
+            if isinstance(result, Exception):
+                raise result
+            if req.outputs:
+                result = {k: result[k] for k in req.outputs if k in result}
+            payload, json_length = encode_rest(req, result, self.name, self.package.manifest.version)
+        except Exception as exc:  # noqa: BLE001 (the status comes from the error's class)
+            return error_response(exc)
+        headers = {} if json_length is None else {HEADER_LENGTH: str(json_length)}
+        media = "application/json" if json_length is None else "application/octet-stream"
+        return Response(payload, media_type=media, headers=headers)
+
+
+def deployment(
+    package: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    backend: str = "auto",
+    threads: int = 1,
+    max_batch_size: int = 8,
+    max_delay_ms: float = 1.0,
+    replicas: int = 1,
+    max_replicas: int | None = None,
+    target_ongoing_requests: float = 16.0,
+) -> Any:
+    """A Ray Serve application serving `package` (run it with `serve.run(app, route_prefix="/")`).
+    `max_replicas` above `replicas` turns on Ray's autoscaling between the two; each replica asks Ray for
+    `threads` CPUs and gives its engine as many threads."""
+    import ferry
+
+    pkg = ferry.load(package)  # a broken package fails here, with ferry's message, not in a replica
+    scaling: dict[str, Any] = {"num_replicas": replicas}
+    if max_replicas is not None and max_replicas > replicas:
+        scaling = {"autoscaling_config": {"min_replicas": replicas, "max_replicas": max_replicas,
+                                          "target_ongoing_requests": target_ongoing_requests}}  # fmt: skip
+    return FerryDeployment.options(
+        name=f"ferry-{pkg.name}", ray_actor_options={"num_cpus": threads}, max_ongoing_requests=256, **scaling
+    ).bind(str(package), name or pkg.name, backend, threads, max_batch_size, max_delay_ms)
+
+
+def app(args: dict[str, str]) -> Any:
+    """For Ray's own CLI: `serve run ferry.integrations.ray:app package=PATH [max_batch_size=16 ...]`."""
+    ints = {"threads", "max_batch_size", "replicas", "max_replicas"}
+    floats = {"max_delay_ms", "target_ongoing_requests"}
+    options = {k: int(v) if k in ints else float(v) if k in floats else v for k, v in args.items() if k != "package"}
+    return deployment(args["package"], **options)
+
+
+def serve_package(package: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000,
+                  address: str | None = None, **options: Any) -> None:  # fmt: skip
+    """`ferry serve PKG --ray`: start (or join) Ray, deploy, and block until interrupted."""
+    import time
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, configure_logging=False)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(deployment(package, **options), name="ferry", route_prefix="/")
+    print(f"ferry on Ray Serve: http://{host}:{port}/v2 (Ctrl-C stops)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()

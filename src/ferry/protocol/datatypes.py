@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ferry.errors import RequestError
@@ -46,6 +48,14 @@ def from_ferry(dtype: str) -> str:
 
 # dtype.name builds a new string on every call, which showed in the profile of small requests.
 _FROM_NUMPY: dict[np.dtype, str] = {dtype: name for name, dtype in TO_NUMPY.items()}
+
+
+def tensor_metadata(specs: Any) -> list[dict[str, Any]]:
+    """A signature's tensors as the protocol's model metadata lists them: named dimensions are -1."""
+    return [
+        {"name": s.name, "datatype": from_ferry(s.dtype), "shape": [d if isinstance(d, int) else -1 for d in s.shape]}
+        for s in specs
+    ]
 
 
 def from_numpy(dtype: np.dtype) -> str:

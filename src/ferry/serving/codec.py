@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,19 @@ def loads(text: bytes | str) -> Any:
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
         raise RequestError(f"request body is not valid JSON: {reason}") from None
+
+
+HEADER_LENGTH = "inference-header-content-length"  # the JSON's length when binary tensors follow it
+_SAFE_DIGITS = re.compile(r"[0-9]{1,12}")
+
+
+def header_length(value: str | None) -> int | None:
+    """The Inference-Header-Content-Length header as a number (None when absent); a RequestError otherwise."""
+    if value is None:
+        return None
+    if not _SAFE_DIGITS.fullmatch(value.strip()):
+        raise RequestError(f"Inference-Header-Content-Length must be a number, got {value[:40]!r}")
+    return int(value)
 
 
 def decode_rest(body: bytes, header_length: int | None) -> InferRequest:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,14 +32,13 @@ from ferry.errors import (
 )
 from ferry.protocol.tensors import json_nested
 from ferry.serving import paddle_compat
-from ferry.serving.codec import InferRequest, decode_rest, encode_rest, loads
+from ferry.serving.codec import HEADER_LENGTH, InferRequest, decode_rest, encode_rest, header_length, loads
 from ferry.serving.http_io import DisconnectSweeper, read_body
 from ferry.serving.metrics import CONTENT_TYPE
 from ferry.serving.service import Service
 from ferry.serving.stages import PipelineModel
 
 log = logging.getLogger("ferry.serve")
-HEADER_LENGTH = "inference-header-content-length"
 WORKER = str(os.getpid())  # which process answered, with --workers
 
 
@@ -58,7 +56,6 @@ def error_response(exc: BaseException) -> Response:
 
 _NO_PHASE = contextlib.nullcontext()
 OPEN, USER, ADMIN = "open", "user", "admin"  # who may call an endpoint: anyone, key holders, admins
-_SAFE_DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 def check_admin_write(request: Request) -> None:
@@ -133,11 +130,9 @@ class HttpApi:
         tracing = self.service.tracing if self.service.tracing.tracer is not None else None
         with tracing.request(p["model"], "http", request.headers) if tracing else _NO_PHASE:
             body = await read_body(request, self.limit)
-            header_length = request.headers.get(HEADER_LENGTH)
-            if header_length is not None and not _SAFE_DIGITS.fullmatch(header_length.strip()):
-                raise RequestError(f"Inference-Header-Content-Length must be a number, got {header_length[:40]!r}")
+            length = header_length(request.headers.get(HEADER_LENGTH))
             with tracing.phase("decode") if tracing else _NO_PHASE:
-                req = decode_rest(body, int(header_length) if header_length is not None else None)
+                req = decode_rest(body, length)
             served, results, variant = await self.sweeper.run(
                 request, self.service.infer_routed(p["model"], p.get("version"), req, "http", request.headers)
             )

@@ -202,22 +202,12 @@ class Service:
         sig = served.signature
         versions = self.registry.versions(name)
 
-        def tensors(specs) -> list[dict[str, Any]]:
-            return [
-                {
-                    "name": s.name,
-                    "datatype": datatypes.from_ferry(s.dtype),
-                    "shape": [d if isinstance(d, int) else -1 for d in s.shape],
-                }
-                for s in specs
-            ]
-
         return {
             "name": name,
             "versions": versions,
             "platform": "onnx_onnxv1",
-            "inputs": tensors(sig.inputs),
-            "outputs": tensors(sig.outputs),
+            "inputs": datatypes.tensor_metadata(sig.inputs),
+            "outputs": datatypes.tensor_metadata(sig.outputs),
         }
 
     def model_stats(self, name: str | None, version: str | None) -> dict[str, Any]:

@@ -125,6 +125,7 @@ kserve.ModelServer(http_port=8080, grpc_port=8081, enable_grpc=False).start([Pla
 DATA_JOB = r"""
 import json, sys, time
 import numpy as np, ray
+from pathlib import Path
 import ferry
 from ferry.batch import BatchJob, read_inputs, run_job
 from ferry.integrations.ray import RayCompute
@@ -132,7 +133,7 @@ pkg_path, npz, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 pkg = ferry.load(pkg_path)
 def job(threads):
     config = ferry.Config(pkg); config.set_cpu_threads(threads)
-    return BatchJob(ferry.create_predictor(config), read_inputs([npz], pkg), 32)
+    return BatchJob(ferry.create_predictor(config), read_inputs([Path(npz)], pkg), 32)
 ray.init(include_dashboard=False, log_to_driver=False)
 results = {"local 2 threads": [], "ray 1 actor": [], "ray 2 actors": []}
 rows = job(1).samples.count

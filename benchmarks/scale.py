@@ -41,10 +41,16 @@ import httpx, numpy as np
 url, model, npz, concurrency, total = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 arrays = dict(np.load(npz))
 name, x = next(iter(arrays.items()))
-bodies = [json.dumps({"inputs": [{"name": name, "shape": [1, *x.shape[1:]], "datatype": "FP32",
-                                  "data": x[i % len(x)].ravel().tolist()}]}) for i in range(64)]
+def body(row):  # the protocol's binary form, as tritonclient sends it: a JSON header, then the raw tensor
+    raw = np.ascontiguousarray(row[None]).tobytes()
+    header = json.dumps({"inputs": [{"name": name, "shape": [1, *row.shape], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(raw)}}],
+                         "parameters": {"binary_data_output": False}}).encode()
+    return header + raw, {"inference-header-content-length": str(len(header)),
+                          "content-type": "application/octet-stream"}
+bodies = [body(x[i % len(x)]) for i in range(64)]
 async def main():
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
         deadline = time.time() + 300
         while True:
             try:
@@ -56,14 +62,14 @@ async def main():
                 raise SystemExit("server not ready")
             await asyncio.sleep(0.5)
         for i in range(concurrency):  # warm-up
-            (await client.post(f"{url}/v2/models/{model}/infer", content=bodies[i % 64],
-                               headers={"content-type": "application/json"})).raise_for_status()
+            content, headers = bodies[i % 64]
+            (await client.post(f"{url}/v2/models/{model}/infer", content=content, headers=headers)).raise_for_status()
         latencies, sent = [], iter(range(total))
         async def worker():
             for i in sent:
+                content, headers = bodies[i % 64]
                 t = time.perf_counter()
-                r = await client.post(f"{url}/v2/models/{model}/infer", content=bodies[i % 64],
-                                      headers={"content-type": "application/json"})
+                r = await client.post(f"{url}/v2/models/{model}/infer", content=content, headers=headers)
                 r.raise_for_status()
                 latencies.append(time.perf_counter() - t)
         t0 = time.perf_counter()
@@ -79,23 +85,26 @@ import json, sys, time
 import numpy as np, onnxruntime as ort, ray
 from ray import serve
 
-@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=256)
+@serve.deployment(ray_actor_options={"num_cpus": 2}, max_ongoing_requests=256)  # as ferry's: 2 CPUs, 2 threads
 class Plain:
     def __init__(self, path):
-        so = ort.SessionOptions(); so.intra_op_num_threads = 1
+        so = ort.SessionOptions(); so.intra_op_num_threads = 2
         self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     async def __call__(self, request):
         if request.url.path.endswith("/ready"):
             return {"ready": True}
-        body = json.loads(await request.body())
-        t = body["inputs"][0]
-        x = np.asarray(t["data"], np.float32).reshape(t["shape"])
+        body = await request.body()
+        length = int(request.headers["inference-header-content-length"])
+        t = json.loads(body[:length])["inputs"][0]
+        x = np.frombuffer(body[length:], np.float32).reshape(t["shape"])
+        if sys.argv[2] == "noop":  # Ray Serve's own cost: the same request path without the model
+            return {"outputs": []}
         out = self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
         return {"outputs": [{"name": "y", "datatype": "FP32", "shape": list(out.shape), "data": out.ravel().tolist()}]}
 
 ray.init(include_dashboard=False)
 serve.start(http_options={"host": "127.0.0.1", "port": 8000})
-serve.run(Plain.bind(sys.argv[1]), route_prefix="/")
+serve.run(Plain.bind(sys.argv[1]), route_prefix="/")  # argv[2]: "run" or "noop"
 print("ready", flush=True)
 while True:
     time.sleep(3600)
@@ -109,7 +118,7 @@ from kserve.protocol.infer_type import InferOutput, InferResponse
 class Plain(kserve.Model):
     def __init__(self, name, path):
         super().__init__(name)
-        so = ort.SessionOptions(); so.intra_op_num_threads = 1
+        so = ort.SessionOptions(); so.intra_op_num_threads = 2  # as FerryModel's --threads 2
         self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         self.ready = True
     async def predict(self, payload, headers=None, response_headers=None):
@@ -185,13 +194,16 @@ def part_serve(tmp: Path, total: int) -> dict:
     results = {}
     for name, (package, npz) in serve_models(tmp).items():
         model = ferry.load(package).name
-        for kind in ("ferry on Ray Serve", "plain Ray Serve", "ferry serve"):
+        kinds = ["ferry on Ray Serve", "plain Ray Serve", "ferry serve"] + (
+            ["no-op Ray Serve"] if "MLP" in name else []
+        )
+        for kind in kinds:
             with Hosts(1, tmp / "hosts-serve") as (host,):
                 if kind == "ferry on Ray Serve":
                     argv = [PY, "-m", "ferry", "serve", str(package), "--ray", "--threads", "2", "--max-batch-size",
-                            "32", "--batch-delay-ms", "2"]  # fmt: skip
-                elif kind == "plain Ray Serve":
-                    argv = [PY, "-c", PLAIN_RAY, str(package / "model.onnx")]
+                            "32", "--batch-delay-ms", "2", "--http-port", "8000"]  # fmt: skip
+                elif kind in ("plain Ray Serve", "no-op Ray Serve"):
+                    argv = [PY, "-c", PLAIN_RAY, str(package / "model.onnx"), "noop" if "no-op" in kind else "run"]
                 else:
                     argv = [PY, "-m", "ferry", "serve", str(package), "--http-port", "8000", "--grpc-port", "0",
                             "--threads", "2", "--max-batch-size", "32", "--batch-delay-ms", "2"]  # fmt: skip

@@ -157,10 +157,18 @@ print(json.dumps({"rows": rows, "ferry_client": via_ferry, "error": error, "meta
 """
 
 
-def test_ray_serve_deployment_answers_tritonclient_and_ferry_client(tmp_path):
+SERVE_COMMANDS = {
+    "ferry serve --ray": [*FERRY, "serve", str(DEMO / "digits"), "--ray", "--http-port", "8000", "--max-batch-size",
+                          "16", "--batch-delay-ms", "5"],
+    "serve run (Ray's CLI)": [sys.executable, "-m", "ray.serve.scripts", "run", "ferry.integrations.ray:app",
+                              f"package={DEMO / 'digits'}", "max_batch_size=16", "max_delay_ms=5"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("how", SERVE_COMMANDS)
+def test_ray_serve_deployment_answers_tritonclient_and_ferry_client(tmp_path, how):
     with Hosts(1, tmp_path / "hosts") as (host,):
-        host.start([*FERRY, "serve", str(DEMO / "digits"), "--ray", "--http-port", "8000", "--max-batch-size", "16",
-                    "--batch-delay-ms", "5"], env=QUIET, log=tmp_path / "serve.log")  # fmt: skip
+        host.start(SERVE_COMMANDS[how], env=QUIET, log=tmp_path / "serve.log")
         try:
             result = host.run([sys.executable, "-c", SERVE_CLIENT, "digits", str(DATA)], env=QUIET)
         except AssertionError:

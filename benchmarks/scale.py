@@ -188,6 +188,15 @@ def serve_models(tmp: Path) -> dict[str, tuple[Path, Path]]:
     return out
 
 
+def measure(host, port: int, name: str, kind: str, model: str, npz: Path, total: int, results: dict) -> None:
+    """The server on `host` under the load client at concurrency 16 and 64 (the CNN gets 1/8 the requests)."""
+    for concurrency in (16, 64):
+        r = load(host, f"http://127.0.0.1:{port}", model, npz, concurrency, total if "MLP" in name else total // 8)
+        results[f"{name} | {kind} | c{concurrency}"] = r
+        print(f"  {name:15} {kind:20} c{concurrency:<3} {r['rps']:8.1f} req/s  p50 {r['p50']:7.1f} ms  "
+              f"p99 {r['p99']:7.1f} ms", flush=True)  # fmt: skip
+
+
 def part_serve(tmp: Path, total: int) -> dict:
     import ferry
 
@@ -208,12 +217,7 @@ def part_serve(tmp: Path, total: int) -> dict:
                     argv = [PY, "-m", "ferry", "serve", str(package), "--http-port", "8000", "--grpc-port", "0",
                             "--threads", "2", "--max-batch-size", "32", "--batch-delay-ms", "2"]  # fmt: skip
                 host.start(argv, env=QUIET, log=tmp / "server.log")
-                for concurrency in (16, 64):
-                    count = total if "MLP" in name else total // 8
-                    r = load(host, "http://127.0.0.1:8000", model, npz, concurrency, count)
-                    results[f"{name} | {kind} | c{concurrency}"] = r
-                    print(f"  {name:15} {kind:20} c{concurrency:<3} {r['rps']:8.1f} req/s  p50 {r['p50']:7.1f} ms  "
-                          f"p99 {r['p99']:7.1f} ms", flush=True)  # fmt: skip
+                measure(host, 8000, name, kind, model, npz, total, results)
     return results
 
 
@@ -231,12 +235,7 @@ def part_kserve(tmp: Path, total: int) -> dict:
                 else:
                     argv = [PY, "-c", PLAIN_KSERVE, model, str(package / "model.onnx")]
                 host.start(argv, env=QUIET, log=tmp / "kserve.log")
-                for concurrency in (16, 64):
-                    count = total if "MLP" in name else total // 8
-                    r = load(host, "http://127.0.0.1:8080", model, npz, concurrency, count)
-                    results[f"{name} | {kind} | c{concurrency}"] = r
-                    print(f"  {name:15} {kind:20} c{concurrency:<3} {r['rps']:8.1f} req/s  p50 {r['p50']:7.1f} ms  "
-                          f"p99 {r['p99']:7.1f} ms", flush=True)  # fmt: skip
+                measure(host, 8080, name, kind, model, npz, total, results)
     return results
 
 

@@ -139,8 +139,10 @@ def torch_cnn_package(path: Path) -> ferry.ModelPackage:
     return ferry.load(path)
 
 
-def tiny_bert_package(path: Path, vocab: int = 100) -> ferry.ModelPackage:
-    """A two-layer BERT from transformers (random weights): token ids and mask in, hidden states out."""
+def tiny_bert(path: Path, vocab: int = 100, exporter: str = "torchscript"):
+    """A two-layer BERT from transformers (random weights) exported as a package: token ids and mask in,
+    hidden states out, batch and sequence dynamic. Returns the conversion (package and parity) and the
+    torch module."""
     import torch
     import transformers
 
@@ -159,9 +161,14 @@ def tiny_bert_package(path: Path, vocab: int = 100) -> ferry.ModelPackage:
             return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     axes = {0: "batch", 1: "sequence"}
-    ferry.export(
-        Encoder().eval(), (torch.randint(0, vocab, (2, 16)), torch.ones(2, 16, dtype=torch.int64)), path,
+    encoder = Encoder().eval()
+    result = ferry.export(
+        encoder, (torch.randint(0, vocab, (2, 16)), torch.ones(2, 16, dtype=torch.int64)), path,
         input_names=["input_ids", "attention_mask"], output_names=["hidden"], name="bert",
-        dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes}, exporter="torchscript",
+        dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes}, exporter=exporter,
     )  # fmt: skip
-    return ferry.load(path)
+    return result, encoder
+
+
+def tiny_bert_package(path: Path) -> ferry.ModelPackage:
+    return tiny_bert(path)[0].package

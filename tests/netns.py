@@ -19,6 +19,24 @@ import subprocess
 import uuid
 from pathlib import Path
 
+# For client scripts that run on a host: prepend it, then `wait_ready(tritonclient_http_client, model, seconds)`.
+WAIT_READY = r"""
+import time as _time
+
+
+def wait_ready(client, model, seconds):
+    deadline = _time.time() + seconds
+    while True:
+        try:
+            if client.is_server_ready() and client.is_model_ready(model):
+                return
+        except Exception:  # not listening yet
+            pass
+        if _time.time() > deadline:
+            raise SystemExit(f"{model} was not ready after {seconds} s")
+        _time.sleep(0.5)
+"""
+
 
 class Host:
     def __init__(self, name: str, address: str | None, scratch: Path):

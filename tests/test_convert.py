@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import make_mlp, mlp_reference
+from conftest import make_mlp, mlp_reference, tiny_bert
 from ferry.converters.parity import compare
 from ferry.errors import ConversionError, ParityError
 
@@ -81,35 +81,8 @@ def test_torch_bad_arguments(tmp_path):
 
 
 def test_transformers_bert_exports_with_dynamic_batch_and_sequence(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    bert = transformers.BertModel(config).eval()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-    ids = torch.randint(0, 100, (2, 16))
-    mask = torch.ones(2, 16, dtype=torch.int64)
-    result = ferry.export(
-        Encoder(),
-        (ids, mask),
-        tmp_path / "bert",
-        input_names=["input_ids", "attention_mask"],
-        output_names=["hidden"],
-        dynamic_axes={
-            "input_ids": {0: "batch", 1: "sequence"},
-            "attention_mask": {0: "batch", 1: "sequence"},
-            "hidden": {0: "batch", 1: "sequence"},
-        },
-    )
+    pytest.importorskip("transformers")
+    result, encoder = tiny_bert(tmp_path / "bert", exporter="auto")
     assert result.parity is not None and result.parity.max_abs < 1e-4
     sig = result.package.signature
     assert sig.inputs[0].shape == ("batch", "sequence")
@@ -117,7 +90,7 @@ def test_transformers_bert_exports_with_dynamic_batch_and_sequence(tmp_path):
     mask2 = torch.ones(3, 9, dtype=torch.int64)
     mask2[0, 5:] = 0
     with torch.no_grad():
-        want = bert(input_ids=ids2, attention_mask=mask2).last_hidden_state.numpy()
+        want = encoder(ids2, mask2).numpy()
     got = ferry.create_predictor(ferry.Config(result.package)).predict(
         {"input_ids": ids2.numpy(), "attention_mask": mask2.numpy()}
     )["hidden"]

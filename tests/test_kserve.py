@@ -14,7 +14,7 @@ import pytest
 import ferry
 from ferry.serving.batching import BatchPolicy
 from ferry.serving.repository import discover
-from netns import Hosts
+from netns import WAIT_READY, Hosts
 
 # kserve is not imported here: its generated protos and tritonclient's both register `inference.*` in
 # protobuf's default pool, so the two cannot live in one process. Its server runs in a child process.
@@ -24,7 +24,9 @@ DEMO = Path(ferry.__file__).parent / "demo"
 NAME = "digits-isvc"  # an InferenceService's name, which both servers take as the model's
 
 # Runs inside the namespace: waits for both servers, sends the same requests to each, prints what came back.
-CLIENT = r"""
+CLIENT = (
+    WAIT_READY
+    + r"""
 import json, sys, time
 import httpx
 import numpy as np
@@ -39,16 +41,7 @@ out = {}
 for server, (http_port, grpc_port) in servers.items():
     h = th.InferenceServerClient(f"127.0.0.1:{http_port}")
     g = tg.InferenceServerClient(f"127.0.0.1:{grpc_port}")
-    deadline = time.time() + 120
-    while True:
-        try:
-            if h.is_server_ready() and h.is_model_ready(name):
-                break
-        except Exception:
-            pass
-        if time.time() > deadline:
-            raise SystemExit(f"{server} did not become ready")
-        time.sleep(0.5)
+    wait_ready(h, name, 120)
     res = {"meta": h.get_model_metadata(name)}
     i = th.InferInput("image", list(x.shape), "FP32"); i.set_data_from_numpy(x, binary_data=True)
     res["http"] = h.infer(name, [i]).as_numpy("logits").tolist()
@@ -71,6 +64,7 @@ for server, (http_port, grpc_port) in servers.items():
     out[server] = res
 print(json.dumps(out))
 """
+)
 
 
 def test_ferry_model_in_kserves_server_answers_as_ferry_serve(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 import ferry
 from ferry.batch import BatchJob, read_inputs, run_job
-from netns import Hosts
+from netns import WAIT_READY, Hosts
 
 if importlib.util.find_spec("ray") is None:  # Ray itself runs in child processes, in network namespaces
     pytest.skip("Ray is not installed: pip install 'ferry[ray]'", allow_module_level=True)
@@ -117,7 +117,9 @@ def test_a_users_dataset_gets_the_outputs_as_columns(tmp_path):
     assert "no column(s) ['image'] for the model's inputs" in got["error"]
 
 
-SERVE_CLIENT = r"""
+SERVE_CLIENT = (
+    WAIT_READY
+    + r"""
 import json, sys, time
 import numpy as np
 import tritonclient.http as th
@@ -127,16 +129,7 @@ import ferry.client
 name, npz = sys.argv[1], sys.argv[2]
 x = np.load(npz)["image"][:64].astype(np.float32)
 h = th.InferenceServerClient("127.0.0.1:8000", concurrency=16)
-deadline = time.time() + 180
-while True:
-    try:
-        if h.is_server_ready() and h.is_model_ready(name):
-            break
-    except Exception:
-        pass
-    if time.time() > deadline:
-        raise SystemExit("Ray Serve did not become ready")
-    time.sleep(1)
+wait_ready(h, name, 180)
 
 def send(i):
     inp = th.InferInput("image", [1, 1, 8, 8], "FP32"); inp.set_data_from_numpy(x[i : i + 1])
@@ -155,6 +148,7 @@ except InferenceServerException as exc:
     error = f"{exc.status()} {exc.message()}"
 print(json.dumps({"rows": rows, "ferry_client": via_ferry, "error": error, "meta": h.get_model_metadata(name)}))
 """
+)
 
 
 SERVE_COMMANDS = {

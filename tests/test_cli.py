@@ -161,7 +161,8 @@ def test_bench_measures_writes_html_and_tunes(tmp_path, mlp_package, capsys):
     assert "onnxruntime" in out and "openvino" in out
     assert "lite (the numpy engine for devices) is not in 'all'" in out  # said, not skipped silently
     page = html.read_text()
-    assert page.count("<svg") == 2 and "p99 ms" in page
+    assert page.count('data-plot="throughput"') == 1 and page.count('data-plot="latency"') == 2  # batch 1 and 4
+    assert "p99 ms" in page and "Recommended setting per batch size" in page
     record = ferry.load(mlp_package.root).manifest.tuning["fp32"]
     assert set(record["fastest"]) == {"1", "4"}
     assert set(record["fastest"].values()) <= {"onnxruntime", "openvino"}

@@ -24,6 +24,8 @@ class Measurement:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    min_ms: float = 0.0
+    max_ms: float = 0.0
 
     @property
     def items_per_s(self) -> float:
@@ -58,6 +60,8 @@ def summarize(backend: str, batch: int, threads: int | None, times_ms: np.ndarra
         p50_ms=float(np.percentile(times_ms, 50)),
         p90_ms=float(np.percentile(times_ms, 90)),
         p99_ms=float(np.percentile(times_ms, 99)),
+        min_ms=float(times_ms.min()),
+        max_ms=float(times_ms.max()),
     )
 
 

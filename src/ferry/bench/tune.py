@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import platform
 from typing import Any
 
+from ferry.bench.host import host_info
 from ferry.bench.measure import Measurement
 
 
-def tuning_record(measurements: list[Measurement], precision: str) -> dict[str, Any]:
-    fastest: dict[str, str] = {}
+def fastest_per_batch(measurements: list[Measurement]) -> dict[int, Measurement]:
+    """The setting with the lowest median per batch size: what `auto` will run."""
     best: dict[int, Measurement] = {}
     for m in measurements:
         if m.batch not in best or m.p50_ms < best[m.batch].p50_ms:
             best[m.batch] = m
-    for batch, m in sorted(best.items()):
-        fastest[str(batch)] = m.backend
+    return dict(sorted(best.items()))
+
+
+def tuning_record(
+    measurements: list[Measurement], precision: str, host: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    host = host or host_info()
     return {
-        "fastest": fastest,
+        "fastest": {str(batch): m.backend for batch, m in fastest_per_batch(measurements).items()},
         "measured": [m.to_dict() for m in measurements],
-        "host": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "host": host,
         "precision": precision,
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "when": host["when"],
     }

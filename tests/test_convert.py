@@ -7,8 +7,10 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 import ferry
@@ -308,3 +310,26 @@ def test_compare_reports_and_fails_beyond_tolerance():
         compare("m", ["y"], [a], [a + 0.1], atol=1e-5, rtol=0)
     with pytest.raises(ParityError, match=r"source shape \[3\], package \[1, 3\]"):
         compare("m", ["y"], [a], [a[None]], atol=1, rtol=1)
+
+
+def test_a_shipped_detector_that_needs_larger_made_up_inputs_converts(tmp_path):
+    """PP-OCR's detector (as rapidocr-onnxruntime ships it) downsamples by 32: made-up 8x8 inputs failed
+    the check, so the model could not be converted without example inputs."""
+    rapidocr = pytest.importorskip("rapidocr_onnxruntime")
+    det = Path(rapidocr.__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+    result = ferry.convert(det, tmp_path / "det")
+    assert result.parity is not None and result.parity.max_abs < 1e-4
+
+
+def test_a_model_that_runs_on_no_made_up_inputs_says_so(tmp_path):
+    from onnx import TensorProto, helper
+
+    # Reshape to a fixed 7 elements: no made-up size of the free dimension fits
+    shape = helper.make_tensor("shape", TensorProto.INT64, [1], [7])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "n"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [7])
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "g", [x], [y], initializer=[shape])
+    path = tmp_path / "odd.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    with pytest.raises(ConversionError, match=r"at size 8: .*at size 64: .*at size 224: .*pass example_inputs"):
+        ferry.convert(path, tmp_path / "odd")

@@ -1,0 +1,40 @@
+"""A fast subset of the model zoo (`benchmarks/zoo.py`): one model per source framework, converted with
+its parity check and run on every backend. The full zoo's table is `docs/zoo.md`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import zoo  # noqa: E402
+
+SUBSET = ["bert", "squeezenet1_0", "logistic-regression", "keras-functional", "pp-ocr-cls"]
+# What an engine cannot take, as the zoo lists it: the classic-ML operators of skl2onnx (ai.onnx.ml).
+ENGINE_LIMITS = {
+    ("logistic-regression", "openvino"): "openvino could not load the model",
+    ("logistic-regression", "lite"): "no lite kernel: ai.onnx.ml.LinearClassifier",
+}
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_zoo_model_converts_and_runs_on_every_backend(tmp_path, name):
+    row = zoo.run_model(next(z for z in zoo.ZOO if z.name == name), tmp_path, runs=1)
+    assert "convert_error" not in row, row.get("trace")
+    assert row["parity"] is not None and row["parity"] < 1e-4
+    for backend in zoo.BACKENDS:
+        cell = row[backend]
+        limit = ENGINE_LIMITS.get((name, backend))
+        if limit:
+            assert limit in cell.get("error", ""), cell
+        else:
+            assert "error" not in cell, cell
+            assert cell["diff"] <= zoo.TOLERANCE, (backend, cell)
+
+
+def test_the_zoo_has_thirty_models_from_every_framework():
+    assert len(zoo.ZOO) >= 30
+    assert {z.source.split()[0] for z in zoo.ZOO} >= {"transformers", "paddle", "sklearn", "keras", "onnx"}
+    assert len({z.name for z in zoo.ZOO}) == len(zoo.ZOO)

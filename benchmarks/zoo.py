@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -348,25 +349,50 @@ SHIPPED = [
 
 ZOO: list[ZooModel] = [*TORCH, *PADDLE, *_sklearn_models(), *KERAS, *SHIPPED]
 
+# Why the failures in the table are the engines' (or the machine's), not ferry's; printed under the table.
+NOTES = [
+    "scikit-learn's classic models become ONNX's `ai.onnx.ml` operators (LinearClassifier, TreeEnsemble*, "
+    "SVMClassifier, ...). OpenVINO's ONNX frontend has none of them; the lite engine has none either (k-NN "
+    "converts to plain tensor operators, so it runs there). ONNX Runtime runs them all: serve these models "
+    "on `onnxruntime` (what `auto` picks for them).",
+    "transformers' EfficientNet: OpenVINO 2026.4's ONNX frontend cannot convert its `AveragePool` (opset 17, "
+    "ceil mode); ONNX Runtime and the lite engine run it.",
+    "TF-IDF pipeline: skl2onnx writes a StringNormalizer with the locale `en_US.UTF-8`, and ONNX Runtime "
+    "refuses to load it on a machine without that locale (this one has C.UTF-8 only). `locale-gen en_US.UTF-8` "
+    "fixes it; ferry's converter does not yet choose a locale the machine has.",
+    "Parity is against the source framework (torch, Paddle Inference, scikit-learn, Keras on torch, or "
+    "ONNX Runtime on the original file); random-weight CNNs from paddle.vision give tiny outputs, hence "
+    "differences like 1e-22.",
+]
+
 
 # --- running ---------------------------------------------------------------------------------------
 
 
 def _first_line(exc: BaseException) -> str:
-    """The error in one line: engines put the reason on later lines (OpenVINO's first is a file position)."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    """The error in one line, without the temporary path: engines put the reason on later lines (OpenVINO's
+    first lines are source positions; its reason follows "Summary:")."""
+    text = str(exc)
+    if "Summary:" in text:
+        text = "OpenVINO: " + text.split("Summary:", 1)[1]
+    text = " ".join(f"{type(exc).__name__}: {text}".split())
+    text = re.sub(r"/\S*/model\.onnx: ", "", text)
     return text if len(text) <= 240 else text[:237] + "..."
 
 
-def _feeds(package: Any, dims: dict[str, int]) -> dict[str, np.ndarray]:
-    from ferry.converters.parity import random_feeds
-
+def _feeds_dims(package: Any, dims: dict[str, int]) -> dict[str, int]:
     sizes = {"batch": 1, **dims}
     for spec in package.signature.inputs:  # image models with free height and width get 64x64
         for axis, d in enumerate(spec.shape):
             if isinstance(d, str) and d not in sizes and axis >= 2:
                 sizes[d] = 64 if len(spec.shape) == 4 else 16
-    return random_feeds(package.signature, batch=1, dims=sizes)
+    return sizes
+
+
+def _feeds(package: Any, dims: dict[str, int]) -> dict[str, np.ndarray]:
+    from ferry.converters.parity import random_feeds
+
+    return random_feeds(package.signature, batch=1, dims=_feeds_dims(package, dims))
 
 
 def run_model(zm: ZooModel, root: Path, backends: tuple[str, ...] = BACKENDS, runs: int = 5) -> dict[str, Any]:
@@ -380,7 +406,9 @@ def run_model(zm: ZooModel, root: Path, backends: tuple[str, ...] = BACKENDS, ru
         return row
     package = built.package
     row["parity"] = built.parity.max_abs if built.parity else None
-    row["params"] = sum(int(np.prod(t.dims)) for t in package.full_model().graph.initializer)
+    from ferry.stats import parameter_count
+
+    row["params"] = parameter_count(package.full_model())
     feeds = _feeds(package, zm.dims)
     reference = None
     for backend in backends:
@@ -435,14 +463,43 @@ def write_table(rows: list[dict[str, Any]], path: Path, command: str) -> None:
         parity = "not checked" if r["parity"] is None else f"{r['parity']:.1e}"
         cells = " | ".join(_cell(r[b]) for b in BACKENDS)
         lines.append(f"| {r['name']} | {r['source']} | {r['params']:,} | {parity} | {cells} |")
+    lines += ["", "## Notes", ""] + [f"- {note}" for note in NOTES]
+    reports = sorted((path.parent / "zoo").glob("*.html"))
+    if reports:
+        how = ("`python benchmarks/zoo.py --reports NAME...` writes `ferry bench --html` for a model (ONNX Runtime "
+               "and OpenVINO, batch 1, 8 and 32, 2 threads):")  # fmt: skip
+        lines += ["", "## Reports", "", how, ""]
+        lines += [f"- [{p.stem}](zoo/{p.name})" for p in reports]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_reports(names: list[str], folder: Path) -> None:
+    """`ferry bench --html` for each model: onnxruntime and openvino, batch 1, 8 and 32, 2 threads."""
+    from ferry.bench import html_report, measure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as d:
+        for name in names:
+            zm = next(z for z in ZOO if z.name == name)
+            package = zm.build(Path(d)).package
+            dims = {k: v for k, v in _feeds_dims(package, zm.dims).items() if k != "batch"}
+            runs = [measure(package, b, n, 2, min_seconds=0.5, dims=dims) for b in ("onnxruntime", "openvino")
+                    for n in (1, 8, 32)]  # fmt: skip
+            path = folder / f"{name}.html"
+            path.write_text(html_report(f"ferry bench: {name} (zoo)", runs), encoding="utf-8")
+            print(f"wrote {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+")
     parser.add_argument("--out", type=Path, default=Path("docs/zoo.md"))
+    parser.add_argument("--reports", nargs="*", default=[], metavar="NAME",
+                        help="Also write `ferry bench --html` reports of these models into docs/zoo/.")  # fmt: skip
     args = parser.parse_args()
+    if args.reports:
+        write_reports(args.reports, args.out.parent / "zoo")
+        return
     chosen = [z for z in ZOO if not args.only or z.name in args.only]
     rows = []
     with tempfile.TemporaryDirectory() as d:

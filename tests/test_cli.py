@@ -266,3 +266,18 @@ def test_an_interrupted_predict_says_that_a_rerun_resumes(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and not out.exists()
     assert "run the same command again to resume" in err
+
+
+def test_weights_kept_in_constant_nodes_count_as_parameters():
+    """paddle2onnx and PP-OCR's files keep weights in Constant nodes; a shape constant is not a parameter."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ferry.stats import parameter_count
+
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    shape = numpy_helper.from_array(np.array([3], np.int64), "s")
+    nodes = [helper.make_node("Constant", [], ["w"], value=w), helper.make_node("Constant", [], ["s"], value=shape),
+             helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "s"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])  # fmt: skip
+    assert parameter_count(helper.make_model(graph)) == 12

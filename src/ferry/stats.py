@@ -18,10 +18,14 @@ from ferry.package.graph import fixed_size, op_histogram
 
 
 def parameter_count(model: onnx.ModelProto) -> int:
-    """Initializer elements, plus the numbers that ai.onnx.ml ops (scikit-learn's trees, linear models,
-    SVMs) keep in their attributes instead."""
+    """Initializer elements, float Constant nodes (paddle2onnx and PP-OCR's files keep weights there: the
+    zoo counted 0 parameters for them), and the numbers that ai.onnx.ml ops (scikit-learn's trees, linear
+    models, SVMs) keep in their attributes instead."""
     total = sum(math.prod(t.dims) for t in model.graph.initializer)
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
     for node in model.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            total += sum(math.prod(a.t.dims) for a in node.attribute if a.name == "value" and a.t.data_type in floats)
         if node.domain == "ai.onnx.ml":
             for a in node.attribute:
                 total += len(a.floats) + len(a.ints) + (math.prod(a.t.dims) if a.HasField("t") else 0)

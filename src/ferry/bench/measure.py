@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ferry.converters.parity import random_feeds
-from ferry.inference import Config, Predictor, create_predictor
+from ferry.inference import Predictor, create_predictor, make_config
 from ferry.package import ModelPackage
 
 
@@ -91,9 +91,5 @@ def measure(
     min_seconds: float = 0.0,
     dims: dict[str, int] | None = None,
 ) -> Measurement:
-    config = Config(package)
-    config.set_backend(backend)
-    config.set_precision(precision)
-    if threads is not None:
-        config.set_cpu_threads(threads)
+    config = make_config(package, backend, threads, precision)
     return measure_predictor(create_predictor(config), batch, warmup, runs, min_seconds, dims)

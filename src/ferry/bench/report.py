@@ -138,12 +138,14 @@ def latency_chart(batch: int, measurements: list[Measurement]) -> str:
         out.append(f'<text x="0" y="{cy + 4:.1f}">{_e(_label(m))}</text>')
         out.append(f'<line x1="{x(lo):.1f}" x2="{x(hi):.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{color}" '
                    f'stroke-width="2"/>')  # fmt: skip
-        box = max(2.0, x(m.p90_ms) - x(m.p50_ms))
+        out.append(f'<line x1="{x(m.p99_ms):.1f}" x2="{x(m.p99_ms):.1f}" y1="{cy - 11:.1f}" y2="{cy + 11:.1f}" '
+                   f'stroke="#222" stroke-width="3"><title>p99 {m.p99_ms:.3g} ms</title></line>')  # fmt: skip
+        # the box last and at least 3 px wide: a fast setting beside one slow outlier stays visible (its
+        # p99 mark, drawn first, still shows above and below it)
+        box = max(3.0, x(m.p90_ms) - x(m.p50_ms))
         tip = f"p50 {m.p50_ms:.3g} ms, p90 {m.p90_ms:.3g} ms"
         out.append(f'<rect x="{x(m.p50_ms):.1f}" y="{cy - 9:.1f}" width="{box:.1f}" height="18" fill="{color}">'
                    f"<title>{tip}</title></rect>")  # fmt: skip
-        out.append(f'<line x1="{x(m.p99_ms):.1f}" x2="{x(m.p99_ms):.1f}" y1="{cy - 11:.1f}" y2="{cy + 11:.1f}" '
-                   f'stroke="#222" stroke-width="3"><title>p99 {m.p99_ms:.3g} ms</title></line>')  # fmt: skip
     out.append("</svg>")
     return "".join(out)
 

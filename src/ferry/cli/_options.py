@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from ferry.inference import Config
 from ferry.inference.backends import BACKEND_NAMES
 
 DEMO_ROOT = Path(__file__).resolve().parents[1] / "demo"
@@ -25,15 +24,6 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the engine.")(fn)
     fn = click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)(fn)
     return fn
-
-
-def make_config(package: Any, backend: str, threads: int | None, precision: str) -> Config:
-    config = Config(package)
-    config.set_backend(backend)
-    config.set_precision(precision)
-    if threads is not None:
-        config.set_cpu_threads(threads)
-    return config
 
 
 def parse_dims(values: tuple[str, ...]) -> dict[str, str]:

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ferry.cli._options import DEMO_ROOT, demo_option, engine_options, make_config
+from ferry.cli._options import DEMO_ROOT, demo_option, engine_options
+from ferry.inference import make_config
 
 
 @click.command()

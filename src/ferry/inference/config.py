@@ -127,3 +127,19 @@ class Config:
 
     def __repr__(self) -> str:
         return f"Config({str(self.package.root or self.package.model_path)!r}, backend={self.backend!r})"
+
+
+def make_config(
+    package: str | os.PathLike[str] | ModelPackage,
+    backend: str = "auto",
+    threads: int | None = None,
+    precision: str = "fp32",
+) -> Config:
+    """A Config with the options every front end takes (CLI, KServe, Ray, benchmarks); threads None leaves
+    the engine's default."""
+    config = Config(package)
+    config.set_backend(backend)
+    config.set_precision(precision)
+    if threads is not None:
+        config.set_cpu_threads(threads)
+    return config

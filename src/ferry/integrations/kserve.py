@@ -54,13 +54,9 @@ class FerryModel(kserve.Model):
         self.predictor: Any = None
 
     def load(self) -> bool:
-        import ferry
+        from ferry.inference import create_predictor, make_config
 
-        config = ferry.Config(ferry.load(self.package_path))
-        config.set_backend(self.backend)
-        if self.threads:
-            config.set_cpu_threads(self.threads)
-        self.predictor = ferry.create_predictor(config)
+        self.predictor = create_predictor(make_config(self.package_path, self.backend, self.threads or None))
         self.ready = True
         return self.ready
 

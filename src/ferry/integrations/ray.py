@@ -36,13 +36,9 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 
 
 def _predictor(package: str | os.PathLike[str], backend: str, threads: int | None) -> Any:
-    import ferry
+    from ferry.inference import create_predictor, make_config
 
-    config = ferry.Config(ferry.load(package))
-    config.set_backend(backend)
-    if threads:
-        config.set_cpu_threads(threads)
-    return ferry.create_predictor(config)
+    return create_predictor(make_config(package, backend, threads or None))
 
 
 class FerryPredictor:

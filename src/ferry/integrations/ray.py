@@ -146,8 +146,9 @@ class FerryDeployment:
         self.predictor = _predictor(package, backend, threads)
         self.package = self.predictor.config.package
         self.name = name
-        self.batchable = all(s.shape and not isinstance(s.shape[0], int) for s in self.package.signature.inputs)
-        self._batched.set_max_batch_size(max_batch_size if self.batchable else 1)
+        from ferry.serving.served import batchable
+
+        self._batched.set_max_batch_size(max_batch_size if batchable(self.package) else 1)
         self._batched.set_batch_wait_timeout_s(max_delay_ms / 1000)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.001, batch_size_fn=lambda items: sum(map(_rows, items)))
@@ -157,25 +158,23 @@ class FerryDeployment:
         return await asyncio.to_thread(self._run, items)
 
     def _run(self, items: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | Exception]:
-        """Requests of the same non-batch shapes and dtypes run as one batch; each gets its own rows back."""
+        """Requests of one merge key run as one batch (ferry's batcher's rule); each gets its rows back."""
+        from ferry.serving.batching import merge, merge_key, split
+
         groups: dict[tuple, list[int]] = {}
         for i, feeds in enumerate(items):
-            key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(feeds.items()))
-            groups.setdefault(key, []).append(i)
+            groups.setdefault(merge_key(feeds), []).append(i)
         answers: list[Any] = [None] * len(items)
         for members in groups.values():
             try:
-                merged = {n: np.concatenate([items[i][n] for i in members]) for n in items[members[0]]}
-                out = self.predictor.predict(merged, validate=False)
+                out = self.predictor.predict(merge([items[i] for i in members]), validate=False)
             except Exception as exc:  # noqa: BLE001 (every request of the batch hears of it)
-                for i in members:
-                    answers[i] = exc
-                continue
-            start = 0
-            for i in members:
-                rows = _rows(items[i])
-                answers[i] = {k: v[start : start + rows] for k, v in out.items()}
-                start += rows
+                out = exc
+            parts = (
+                [out] * len(members) if isinstance(out, Exception) else split(out, [_rows(items[i]) for i in members])
+            )
+            for i, part in zip(members, parts):
+                answers[i] = part
         return answers
 
     async def __call__(self, request: Any) -> Any:

@@ -49,10 +49,30 @@ class Pending:
 
     def __post_init__(self) -> None:
         # Requests merge only with requests of the same non-batch shapes, dtypes and requested outputs.
-        self.key = (
-            tuple((n, a.dtype, a.shape[1:]) for n, a in sorted(self.inputs.items())),
-            tuple(self.outputs),
-        )
+        self.key = (merge_key(self.inputs), tuple(self.outputs))
+
+
+def merge_key(inputs: dict[str, np.ndarray]) -> tuple:
+    """Requests with equal keys (names, dtypes, shapes past the batch axis) can run as one batch."""
+    return tuple((n, a.dtype, a.shape[1:]) for n, a in sorted(inputs.items()))
+
+
+def merge(requests: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Requests of one merge key as one batch, in order (a single request is passed through as it is)."""
+    if len(requests) == 1:
+        return requests[0]
+    return {n: np.concatenate([r[n] for r in requests]) for n in requests[0]}
+
+
+def split(results: dict[str, np.ndarray], rows: list[int]) -> list[dict[str, np.ndarray]]:
+    """A batch's results back per request, `rows[i]` rows each, in the order `merge` took them."""
+    if len(rows) == 1:
+        return [results]
+    out, start = [], 0
+    for n in rows:
+        out.append({k: a[start : start + n] for k, a in results.items()})
+        start += n
+    return out
 
 
 def collect(queue: collections.deque[Pending], max_rows: int) -> list[Pending]:
@@ -216,11 +236,7 @@ class Batcher:
         started_ns = time.time_ns()
         waits = [started - p.enqueued for p in batch]
         try:
-            if len(batch) == 1:
-                merged = batch[0].inputs
-            else:
-                merged = {n: np.concatenate([p.inputs[n] for p in batch]) for n in batch[0].inputs}
-            results = self._run(merged, batch[0].outputs)
+            results = self._run(merge([p.inputs for p in batch]), batch[0].outputs)
         except FerryError as exc:
             for p in batch:
                 _resolve(p, error=exc)
@@ -236,10 +252,5 @@ class Batcher:
         for p in batch:
             if p.times is not None:
                 p.times.started, p.times.finished, p.times.rows = started_ns, finished_ns, rows
-        if len(batch) == 1:
-            _resolve(batch[0], results)
-            return
-        start = 0
-        for p in batch:
-            _resolve(p, {n: a[start : start + p.rows] for n, a in results.items()})
-            start += p.rows
+        for p, part in zip(batch, split(results, [p.rows for p in batch])):
+            _resolve(p, part)

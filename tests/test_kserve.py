@@ -4,7 +4,6 @@ server binds every interface), called by tritonclient over HTTP and gRPC."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -18,8 +17,6 @@ from netns import WAIT_READY, Hosts
 
 # kserve is not imported here: its generated protos and tritonclient's both register `inference.*` in
 # protobuf's default pool, so the two cannot live in one process. Its server runs in a child process.
-if importlib.util.find_spec("kserve") is None:
-    pytest.skip("KServe is not installed: pip install 'ferry[kserve]'", allow_module_level=True)
 DEMO = Path(ferry.__file__).parent / "demo"
 NAME = "digits-isvc"  # an InferenceService's name, which both servers take as the model's
 

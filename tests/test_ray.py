@@ -4,7 +4,6 @@ a user's own dataset through `FerryPredictor`; and the Ray Serve deployment call
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,8 +15,6 @@ import ferry
 from ferry.batch import BatchJob, read_inputs, run_job
 from netns import WAIT_READY, Hosts
 
-if importlib.util.find_spec("ray") is None:  # Ray itself runs in child processes, in network namespaces
-    pytest.skip("Ray is not installed: pip install 'ferry[ray]'", allow_module_level=True)
 DEMO = Path(ferry.__file__).parent / "demo"
 DATA = DEMO / "samples" / "test.npz"
 FERRY = [sys.executable, "-m", "ferry"]

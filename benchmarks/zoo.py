@@ -6,10 +6,10 @@
 
 No downloads: random weights from configs (transformers, paddle.vision, keras.applications with
 weights=None), estimators fitted here, and the ONNX files pip packages ship (PP-OCR's, from
-rapidocr-onnxruntime). Each model is converted with its converter's parity check against the source,
-then run on each backend: the cell is the largest difference from ONNX Runtime's outputs and the median
-latency at batch 1, or the engine's reason for failing. The models are in `zoo_models.py`. `tests/test_zoo.py` runs one model per source
-framework on every backend in CI.
+rapidocr-onnxruntime); the models are in `zoo_models.py`. Each model is converted with its converter's
+parity check against the source, then run on each backend: the cell is the largest difference from ONNX
+Runtime's outputs and the median latency at batch 1, or the engine's reason for failing.
+`tests/test_zoo.py` runs one model per source framework on every backend in CI.
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ import ferry
 
 sys.path.insert(0, str(Path(__file__).parent))
 from zoo_models import ZOO, ZooModel  # noqa: E402 (the models, one module; this one runs them)
+from zoo_web import WebRunner  # noqa: E402
 
-BACKENDS = ("onnxruntime", "openvino", "lite")
+BACKENDS = ("onnxruntime", "openvino", "lite", "web")  # web: ferry.js on onnxruntime-web in chromium
 TOLERANCE = 1e-3  # largest |difference| from ONNX Runtime that counts as the same answer
 
 
@@ -44,11 +45,15 @@ NOTES = [
     "on `onnxruntime` (what `auto` picks for them).",
     "transformers' EfficientNet: OpenVINO 2026.4's ONNX frontend cannot convert its `AveragePool` (opset 17, "
     "ceil mode); ONNX Runtime and the lite engine run it.",
-    "TF-IDF pipeline: skl2onnx writes a StringNormalizer with the locale `en_US.UTF-8`, and ONNX Runtime "
-    "refuses to load it on a machine without that locale (this one has C.UTF-8 only). `locale-gen en_US.UTF-8` "
-    "fixes it; ferry's converter does not yet choose a locale the machine has.",
-    "Parity is against the source framework (torch, Paddle Inference, scikit-learn, Keras on torch, or "
-    "ONNX Runtime on the original file); random-weight CNNs from paddle.vision give tiny outputs, hence "
+    "Text pipelines: skl2onnx lower-cases text with ONNX's StringNormalizer, whose default locale "
+    "(`en_US.UTF-8`) ONNX Runtime cannot load on a machine without it (this one has C.UTF-8 only); ferry's "
+    "converter writes a locale the machine has (`ferry.converters.sklearn.string_locale`). ONNX Runtime's "
+    "tokenizer does not match scikit-learn's on non-ASCII words (`école`): the parity check catches it.",
+    "web: the package exported with `ferry export web` and run by ferry.js on onnxruntime-web (wasm, "
+    "2 threads, cross-origin isolated) in headless chromium; its latency is the page's own clock. "
+    "onnxruntime-web's wasm build carries the `ai.onnx.ml` and string operators, so scikit-learn models run there.",
+    "Parity is against the source framework (torch, Paddle Inference, scikit-learn, Keras on torch, "
+    "TensorFlow, or ONNX Runtime on the original file); random-weight CNNs from paddle.vision give tiny outputs, hence "
     "differences like 1e-22.",
 ]
 
@@ -82,8 +87,11 @@ def _feeds(package: Any, dims: dict[str, int]) -> dict[str, np.ndarray]:
     return random_feeds(package.signature, batch=1, dims=_feeds_dims(package, dims))
 
 
-def run_model(zm: ZooModel, root: Path, backends: tuple[str, ...] = BACKENDS, runs: int = 5) -> dict[str, Any]:
-    """Convert, then run on each backend: {"parity": ..., backend: {"diff", "ms"} or {"error"}}."""
+def run_model(
+    zm: ZooModel, root: Path, backends: tuple[str, ...] = BACKENDS, runs: int = 5, web: WebRunner | None = None
+) -> dict[str, Any]:
+    """Convert, then run on each backend: {"parity": ..., backend: {"diff", "ms"} or {"error"}}. The web
+    backend needs `web`, an open WebRunner (one browser for many models)."""
     row: dict[str, Any] = {"name": zm.name, "source": zm.source}
     try:
         built = zm.build(root)
@@ -100,24 +108,40 @@ def run_model(zm: ZooModel, root: Path, backends: tuple[str, ...] = BACKENDS, ru
     reference = None
     for backend in backends:
         try:
-            config = ferry.Config(package)
-            config.set_backend(backend)
-            config.set_cpu_threads(2)
-            predictor = ferry.create_predictor(config)
-            out = predictor.predict(feeds)
-            times = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                predictor.predict(feeds)
-                times.append((time.perf_counter() - t) * 1e3)
+            out, times = (
+                web.run(package, feeds, runs) if backend == "web" else _run_local(package, backend, feeds, runs)
+            )
             if reference is None:
                 reference = out
-            diff = max(float(np.max(np.abs(np.asarray(out[k], np.float64) - np.asarray(reference[k], np.float64))))
-                       if np.asarray(out[k]).dtype.kind in "fiub" else 0.0 for k in out)  # fmt: skip
+            diff = max(_difference(out[k], reference[k]) for k in reference)
             row[backend] = {"diff": diff, "ms": statistics.median(times)}
         except Exception as exc:  # noqa: BLE001
             row[backend] = {"error": _first_line(exc)}
     return row
+
+
+def _run_local(package: Any, backend: str, feeds: dict[str, np.ndarray], runs: int) -> tuple[dict, list[float]]:
+    config = ferry.Config(package)
+    config.set_backend(backend)
+    config.set_cpu_threads(2)
+    predictor = ferry.create_predictor(config)
+    out = predictor.predict(feeds)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        predictor.predict(feeds)
+        times.append((time.perf_counter() - t) * 1e3)
+    return out, times
+
+
+def _difference(got: Any, want: Any) -> float:
+    """Largest |got - want| for numbers; 0 or inf for strings (equal or not)."""
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        return float("inf")
+    if want.dtype.kind not in "fiub":
+        return 0.0 if (got.astype(str) == want.astype(str)).all() else float("inf")
+    return float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)), initial=0.0))
 
 
 def _cell(result: dict[str, Any]) -> str:
@@ -189,10 +213,10 @@ def main() -> None:
         return
     chosen = [z for z in ZOO if not args.only or z.name in args.only]
     rows = []
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, WebRunner() as web:
         for zm in chosen:
             t = time.perf_counter()
-            row = run_model(zm, Path(d))
+            row = run_model(zm, Path(d), web=web)
             rows.append(row)
             status = row.get("convert_error") or "; ".join(f"{b}: {_cell(row[b])}" for b in BACKENDS)
             print(f"{zm.name:28} {time.perf_counter() - t:6.1f} s  {status}", flush=True)

@@ -262,7 +262,27 @@ def _sklearn_models() -> list[ZooModel]:
         return make_pipeline(TfidfVectorizer(), LogisticRegression())
 
     return [_sk("logistic-regression", lr), _sk("random-forest", rf), _sk("gradient-boosting", gb),
-            _sk("svc-probability", svc), _sk("k-nn", knn), _sk("tfidf-logistic", tfidf, text=True)]  # fmt: skip
+            _sk("svc-probability", svc), _sk("k-nn", knn), _sk("tfidf-logistic", tfidf, text=True),
+            ZooModel("column-transformer", "sklearn", _column_transformer)]  # fmt: skip
+
+
+def _column_transformer(root: Path):
+    """Numeric, integer and string columns of a DataFrame: one package input per column."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"age": rng.normal(40, 10, 300), "visits": rng.integers(0, 9, 300),
+                          "city": rng.choice(["a", "b", "oslo"], 300)})  # fmt: skip
+    y = (frame.age > 40) ^ (frame.city == "oslo")
+    columns = ColumnTransformer(
+        [("num", StandardScaler(), ["age", "visits"]), ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])]
+    )
+    clf = make_pipeline(columns, HistGradientBoostingClassifier(max_iter=20)).fit(frame, y)
+    return ferry.convert(clf, root / "column-transformer", example_inputs=frame[:16], name="column-transformer")
 
 
 # --- Keras 3 (torch backend) ------------------------------------------------------------------------
@@ -309,6 +329,59 @@ KERAS = [
 ]
 
 
+# --- TensorFlow (built and saved in a child process, converted through tf2onnx) --------------------------
+
+TF_SAVE = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+kind, out = sys.argv[1], sys.argv[2]
+tf.keras.utils.set_random_seed(0)
+if kind == "saved_model":
+    model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
+    model.export(out, verbose=False)
+elif kind == "graphdef":
+    model = tf.keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+    spec = tf.TensorSpec([None, 64, 64, 3], tf.float32, name="image")
+    frozen = convert_variables_to_constants_v2(tf.function(lambda x: model(x)).get_concrete_function(spec))
+    open(out, "wb").write(frozen.graph.as_graph_def().SerializeToString())
+elif kind == "tflite":
+    model = tf.keras.applications.EfficientNetB0(weights=None, input_shape=(64, 64, 3))
+    open(out, "wb").write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+else:
+    class Ranker(tf.Module):
+        def __init__(self):
+            self.embed = tf.Variable(tf.random.normal([50, 16]))
+            self.dense = tf.Variable(tf.random.normal([16, 1]))
+        @tf.function(input_signature=[tf.TensorSpec([None, 12], tf.int64, name="item_ids")])
+        def serve(self, item_ids):
+            pooled = tf.reduce_mean(tf.nn.embedding_lookup(self.embed, item_ids), axis=1)
+            return {"score": tf.sigmoid(tf.matmul(pooled, self.dense))}
+    ranker = Ranker()
+    tf.saved_model.save(ranker, out, signatures=ranker.serve)
+"""
+
+
+def _tensorflow(name: str, kind: str, file: str) -> ZooModel:
+    def build(root: Path):
+        source = root / f"{name}-tf" / file
+        source.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        subprocess.run([sys.executable, "-c", TF_SAVE, kind, str(source)], check=True, capture_output=True, env=env)
+        return ferry.convert(source, root / name, name=name)
+
+    return ZooModel(name, "tensorflow", build)
+
+
+TENSORFLOW = [
+    _tensorflow("tf-mobilenet-v2-saved-model", "saved_model", "saved_model"),
+    _tensorflow("tf-resnet50-graphdef", "graphdef", "frozen.pb"),
+    _tensorflow("tf-efficientnet-b0-tflite", "tflite", "model.tflite"),
+    _tensorflow("tf-module-embedding", "module", "saved_model"),
+]
+
+
 # --- ONNX files that pip packages ship ---------------------------------------------------------------
 
 
@@ -328,4 +401,4 @@ SHIPPED = [
     _shipped("pp-ocr-cls", "ch_ppocr_mobile_v2.0_cls_infer.onnx", {}),
 ]
 
-ZOO: list[ZooModel] = [*TORCH, *PADDLE, *_sklearn_models(), *KERAS, *SHIPPED]
+ZOO: list[ZooModel] = [*TORCH, *PADDLE, *_sklearn_models(), *KERAS, *TENSORFLOW, *SHIPPED]

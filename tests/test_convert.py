@@ -179,6 +179,53 @@ def test_sklearn_pipeline_object(tmp_path, digits):
     np.testing.assert_allclose(out["probabilities"], clf.predict_proba(x[:200]), atol=1e-4)
 
 
+def test_sklearn_column_transformer_takes_mixed_columns_as_one_input_each(tmp_path):
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"age": rng.normal(40, 10, 120), "visits": rng.integers(0, 9, 120),
+                          "city": rng.choice(["paris", "oslo", "rome"], 120)})  # fmt: skip
+    y = (frame.age > 40) ^ (frame.city == "oslo")
+    columns = ColumnTransformer([("num", StandardScaler(), ["age", "visits"]), ("cat", OneHotEncoder(), ["city"])])
+    clf = make_pipeline(columns, LogisticRegression()).fit(frame, y)
+    result = ferry.convert(clf, tmp_path / "mixed", example_inputs=frame[:16])
+    assert result.parity.max_abs < 1e-4
+    specs = {s.name: (s.dtype, tuple(s.shape)) for s in result.package.signature.inputs}
+    assert specs == {
+        "age": ("float32", ("batch", 1)),
+        "visits": ("int64", ("batch", 1)),
+        "city": ("string", ("batch", 1)),
+    }
+    feeds = {"age": frame[["age"]].to_numpy(np.float32), "visits": frame[["visits"]].to_numpy(),
+             "city": frame[["city"]].to_numpy(object)}  # fmt: skip
+    got = ferry.create_predictor(ferry.Config(result.package)).predict(feeds)
+    np.testing.assert_allclose(got["probabilities"], clf.predict_proba(frame), atol=1e-5)
+
+
+def test_sklearn_text_pipeline_runs_where_onnxruntimes_default_locale_is_missing(tmp_path):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from ferry.converters.sklearn import DEFAULT_LOCALE, string_locale
+
+    texts = np.array(["Ferry carries models", "RAY scales out", "ferry to the browser", "ray on a cluster"], object)
+    clf = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, [1, 0, 1, 0])
+    result = ferry.convert(clf, tmp_path / "text", example_inputs=texts)
+    got = ferry.create_predictor(ferry.Config(result.package)).predict(texts)
+    np.testing.assert_allclose(got["probabilities"], clf.predict_proba(texts), atol=1e-5)
+    written = {
+        a.s.decode() for n in onnx.load(result.package.model_path).graph.node for a in n.attribute if a.name == "locale"
+    }
+    assert written == ({string_locale()} if string_locale() else set())
+    assert bool(result.notes) == (string_locale() is not None)
+    assert string_locale() != DEFAULT_LOCALE
+
+
 def test_sklearn_from_pickle_and_joblib(tmp_path, digits):
     import joblib
     from sklearn.ensemble import RandomForestRegressor

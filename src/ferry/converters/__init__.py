@@ -22,8 +22,11 @@ def export(module: Any, example_inputs: Any, path: str | os.PathLike[str], **kwa
 
 
 def detect(source: Any) -> str:
-    """'onnx', 'paddle', 'sklearn', 'keras' or 'torch' for what `source` is, or a ConversionError."""
+    """'onnx', 'paddle', 'sklearn', 'keras', 'tensorflow' or 'torch' for what `source` is, or a
+    ConversionError."""
     if isinstance(source, (str, os.PathLike)):
+        from ferry.converters.tensorflow import kind_of
+
         p = Path(source)
         if not p.exists() and not any(p.with_name(p.name + s).exists() for s in (".json", ".pdmodel")):
             raise ConversionError(f"{p}: no such file or folder")
@@ -33,10 +36,13 @@ def detect(source: Any) -> str:
             return "sklearn"
         if p.suffix in (".keras", ".h5", ".hdf5"):
             return "keras"
+        if kind_of(p):
+            return "tensorflow"
         if p.suffix in (".json", ".pdmodel") or not p.exists() or p.is_dir():
             return "paddle"
         raise ConversionError(
-            f"{p}: cannot tell the framework from the name; expected .onnx, .keras/.h5 (Keras), "
+            f"{p}: cannot tell the framework from the name; expected .onnx, .keras/.h5 (Keras), a SavedModel "
+            "folder, .pb (frozen GraphDef) or .tflite (TensorFlow), "
             ".skops/.pkl/.joblib (scikit-learn), .json/.pdmodel or a folder (PaddlePaddle)"
         )
     kinds = {cls.__module__.split(".")[0] for cls in type(source).__mro__}
@@ -68,6 +74,10 @@ def convert(source: Any, path: str | os.PathLike[str], **kwargs: Any) -> Convers
         from ferry.converters.keras import convert_keras
 
         return convert_keras(source, path, **kwargs)
+    if kind == "tensorflow":
+        from ferry.converters.tensorflow import convert_tensorflow
+
+        return convert_tensorflow(source, path, **kwargs)
     example = kwargs.pop("example_inputs", None)
     if example is None:
         raise ConversionError("converting a torch module needs example_inputs")

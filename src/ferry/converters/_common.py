@@ -10,9 +10,11 @@ import warnings
 from collections.abc import Iterator
 
 import numpy as np
+import onnx
 
 from ferry.converters.parity import ParityReport, compare
 from ferry.package import ModelPackage
+from ferry.package.graph import fixed_size, graph_inputs
 
 log = logging.getLogger("ferry")
 
@@ -65,3 +67,26 @@ def quiet(enabled: bool = True) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def batch_dim_names(model: onnx.ModelProto) -> dict[str, str]:
+    """`{"value:0": "batch"}` for every graph input and output whose axis 0 is dynamic: converters whose
+    source says axis 0 is the batch (Keras, scikit-learn, TensorFlow) name it so the server merges requests
+    (their exporters call it N, unk__0, batch_size, ...)."""
+    names = {}
+    for value in [*graph_inputs(model), *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and fixed_size(dims[0]) is None:
+            names[f"{value.name}:0"] = "batch"
+    return names
+
+
+def rename_values(model: onnx.ModelProto, renames: dict[str, str]) -> None:
+    """Rename graph values (inputs, outputs, node ends) in place, e.g. TensorFlow's `x:0` to `x`."""
+    if not renames:
+        return
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        value.name = renames.get(value.name, value.name)
+    for node in model.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]

@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ferry.converters._common import check_package, ferry_version, quiet, version_of
+from ferry.converters._common import batch_dim_names, check_package, ferry_version, quiet, rename_values, version_of
 from ferry.converters.result import Conversion
 from ferry.errors import ConversionError
 from ferry.package import Provenance, save
-from ferry.package.graph import fixed_size, graph_inputs
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -74,8 +73,7 @@ def convert_keras(
             raise ConversionError(f"Keras could not export {name!r} to ONNX: {type(exc).__name__}: {exc}") from exc
         graph = onnx.load(str(target))
     _rename_outputs(graph, [_output_name(model, i) for i in range(len(graph.graph.output))])
-    batch = {f"{v.name}:0": "batch" for v in [*graph_inputs(graph), *graph.graph.output] if _dynamic_axis0(v)}
-    package_fields["dim_names"] = {**batch, **package_fields.get("dim_names", {})}
+    package_fields["dim_names"] = {**batch_dim_names(graph), **package_fields.get("dim_names", {})}
     package_fields.setdefault("name", name)
     provenance = Provenance(
         framework="keras",
@@ -130,17 +128,6 @@ def _feeds(model: Any, example: dict[str, np.ndarray] | np.ndarray | None) -> di
 
 def _rename_outputs(model: onnx.ModelProto, names: list[str]) -> None:
     """Give the graph's outputs the model's own names (Keras' export numbers them)."""
-    renames = {}
     taken = {v.name for v in model.graph.input} | {i.name for i in model.graph.initializer}
-    for output, name in zip(model.graph.output, names):
-        if output.name != name and name not in taken:
-            renames[output.name] = name
-            output.name = name
-    for node in model.graph.node:
-        node.output[:] = [renames.get(n, n) for n in node.output]
-        node.input[:] = [renames.get(n, n) for n in node.input]
-
-
-def _dynamic_axis0(value: onnx.ValueInfoProto) -> bool:
-    dims = value.type.tensor_type.shape.dim
-    return bool(dims) and fixed_size(dims[0]) is None
+    pairs = zip(model.graph.output, names)
+    rename_values(model, {o.name: n for o, n in pairs if o.name != n and n not in taken})

@@ -6,18 +6,19 @@ every backend and client can read them.
 
 from __future__ import annotations
 
+import locale as pylocale
 import os
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ferry.converters._common import check_package, ferry_version, quiet, version_of
+from ferry.converters._common import batch_dim_names, check_package, ferry_version, quiet, rename_values, version_of
 from ferry.converters.result import Conversion
 from ferry.errors import ConversionError
 from ferry.package import Provenance, save
-from ferry.package.graph import fixed_size, graph_inputs
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
@@ -71,7 +72,7 @@ def convert_sklearn(
     estimator: Any,
     path: str | os.PathLike[str],
     *,
-    example_inputs: np.ndarray | None = None,
+    example_inputs: Any = None,
     input_name: str = "input",
     opset: int | None = None,
     check: bool = True,
@@ -88,15 +89,26 @@ def convert_sklearn(
         estimator = load_estimator(estimator, trust_pickle)
     x = _example(estimator, example_inputs)
     classifier = hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_")
-    options = {id(estimator): {"zipmap": False}} if classifier else None
+    options: dict[Any, dict[str, Any]] = {id(estimator): {"zipmap": False}} if classifier else {}
+    notes = []
+    locale = string_locale()
+    if locale:
+        from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+        options |= {TfidfVectorizer: {"locale": locale}, CountVectorizer: {"locale": locale}}
     try:
         with quiet():
-            model = to_onnx(estimator, x[:1], options=options, target_opset=opset)
+            model = to_onnx(estimator, x[:1], options=options or None, target_opset=opset)
     except Exception as exc:
         raise ConversionError(f"skl2onnx could not convert {type(estimator).__name__}: {exc}") from exc
+    if locale and any(n.op_type == "StringNormalizer" for n in model.graph.node):
+        notes.append(
+            f"text is lower-cased in the {locale} locale ({DEFAULT_LOCALE} is not installed here); "
+            "ONNX Runtime needs that locale on the machine that runs the package"
+        )
     inputs = [i for i in model.graph.input]
     if len(inputs) == 1 and inputs[0].name != input_name:
-        _rename_value(model, inputs[0].name, input_name)
+        rename_values(model, {inputs[0].name: input_name})
     if classifier:
         package_fields.setdefault("labels", [str(c) for c in estimator.classes_])
     provenance = Provenance(
@@ -108,8 +120,7 @@ def convert_sklearn(
     package_fields.setdefault("name", type(estimator).__name__.lower())
     # Every row of a scikit-learn model is one sample: axis 0 of every input and output is the batch, named
     # so that the server merges requests (skl2onnx names them N, unk__0, unk__1, ...). --dim still wins.
-    batch = {f"{v.name}:0": "batch" for v in [*graph_inputs(model), *model.graph.output] if _dynamic_axis0(v)}
-    package_fields["dim_names"] = {**batch, **package_fields.get("dim_names", {})}
+    package_fields["dim_names"] = {**batch_dim_names(model), **package_fields.get("dim_names", {})}
     package = save(model, path, provenance=provenance, **package_fields)
     report = None
     if check:
@@ -118,11 +129,49 @@ def convert_sklearn(
             expected.append(np.asarray(estimator.predict_proba(x), dtype=np.float32))
         specs = package.signature.outputs
         expected = [e.reshape(-1, 1) if e.ndim == 1 and len(s.shape) == 2 else e for e, s in zip(expected, specs)]
-        report = check_package(package, {package.signature.inputs[0].name: x}, expected, atol, rtol)
-    return Conversion(package, "skl2onnx", report)
+        report = check_package(package, _feeds(package, x), expected, atol, rtol)
+    return Conversion(package, "skl2onnx", report, tuple(notes))
 
 
-def _example(estimator: Any, example: np.ndarray | None) -> np.ndarray:
+# ONNX Runtime's StringNormalizer (skl2onnx's lower-casing for text vectorizers) loads this locale unless the
+# model names another, and fails to load where it is not installed: Debian's and Ubuntu's base images (and
+# this machine) have C.UTF-8 only.
+DEFAULT_LOCALE = "en_US.UTF-8"
+
+
+def string_locale() -> str | None:
+    """None where ONNX Runtime's default text locale is installed (or on Windows, which names locales
+    its own way); else the first UTF-8 locale that is, for skl2onnx to write into the model."""
+    if sys.platform == "win32":
+        return None
+    current = pylocale.setlocale(pylocale.LC_CTYPE)
+    try:
+        for name in (DEFAULT_LOCALE, "C.UTF-8"):
+            try:
+                pylocale.setlocale(pylocale.LC_CTYPE, name)
+            except pylocale.Error:
+                continue
+            return None if name == DEFAULT_LOCALE else name
+        return None
+    finally:
+        pylocale.setlocale(pylocale.LC_CTYPE, current)
+
+
+def _feeds(package: Any, x: Any) -> dict[str, np.ndarray]:
+    """The package's inputs from the example: one array, or a DataFrame's columns as (n, 1) arrays."""
+    names = package.signature.input_names
+    if not hasattr(x, "columns"):
+        return {names[0]: x}
+    return {name: x[name].to_numpy().reshape(-1, 1) for name in names}
+
+
+def _example(estimator: Any, example: Any) -> Any:
+    """A (n, features) float32 array, a 1-D array of texts, or a DataFrame (one input per column: skl2onnx
+    maps a ColumnTransformer's column names to inputs), float64 made float32 as scikit-learn's converters
+    expect (a float64 column beside float32 ones fails to load in ONNX Runtime)."""
+    if hasattr(example, "columns"):
+        floats = {c: np.float32 for c, t in example.dtypes.items() if t == np.float64}
+        return example.astype(floats) if floats else example
     if example is not None:
         x = np.asarray(example)
         return x.astype(np.float32) if x.dtype == np.float64 else x
@@ -132,18 +181,3 @@ def _example(estimator: Any, example: np.ndarray | None) -> np.ndarray:
             f"{type(estimator).__name__} does not say how many features it takes; pass example_inputs"
         )
     return np.random.default_rng(0).standard_normal((8, n)).astype(np.float32)
-
-
-def _dynamic_axis0(value: Any) -> bool:
-    dims = value.type.tensor_type.shape.dim
-    return bool(dims) and fixed_size(dims[0]) is None
-
-
-def _rename_value(model: Any, old: str, new: str) -> None:
-    for value in model.graph.input:
-        if value.name == old:
-            value.name = new
-    for node in model.graph.node:
-        for i, name in enumerate(node.input):
-            if name == old:
-                node.input[i] = new

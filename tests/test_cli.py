@@ -165,8 +165,9 @@ def test_bench_measures_writes_html_and_tunes(tmp_path, mlp_package, capsys):
     assert "p99 ms" in page and "Recommended setting per batch size" in page
     record = ferry.load(mlp_package.root).manifest.tuning["fp32"]
     assert set(record["fastest"]) == {"1", "4"}
-    assert set(record["fastest"].values()) <= {"onnxruntime", "openvino"}
-    assert len(record["measured"]) == 4
+    engines = {m["backend"] for m in record["measured"]}
+    assert set(record["fastest"].values()) <= engines <= {"onnxruntime", "openvino", "ncnn", "mnn"}
+    assert len(record["measured"]) == 2 * len(engines)
     config = ferry.Config(mlp_package.root)
     predictor = ferry.create_predictor(config)  # backend auto reads the record
     assert any(name in predictor.backend for name in record["fastest"].values())

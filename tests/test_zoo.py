@@ -1,5 +1,5 @@
 """A fast subset of the model zoo (`benchmarks/zoo.py`): one model per source framework, converted with
-its parity check and run on every backend. The full zoo's table is `docs/zoo.md`."""
+its parity check and run on every backend (the web one in chromium). The full zoo's table is `docs/zoo.md`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import zoo  # noqa: E402
+from zoo_web import WebRunner  # noqa: E402
 
-SUBSET = ["bert", "squeezenet1_0", "logistic-regression", "keras-functional", "pp-ocr-cls"]
+SUBSET = ["bert", "squeezenet1_0", "logistic-regression", "keras-functional", "tf-module-embedding", "pp-ocr-cls"]
 # What an engine cannot take, as the zoo lists it: the classic-ML operators of skl2onnx (ai.onnx.ml).
 ENGINE_LIMITS = {
     ("logistic-regression", "openvino"): "No conversion rule found for operations: ai.onnx.ml.LinearClassifier",
@@ -19,9 +20,15 @@ ENGINE_LIMITS = {
 }
 
 
+@pytest.fixture(scope="module")
+def web():
+    with WebRunner() as runner:
+        yield runner
+
+
 @pytest.mark.parametrize("name", SUBSET)
-def test_zoo_model_converts_and_runs_on_every_backend(tmp_path, name):
-    row = zoo.run_model(next(z for z in zoo.ZOO if z.name == name), tmp_path, runs=1)
+def test_zoo_model_converts_and_runs_on_every_backend(tmp_path, web, name):
+    row = zoo.run_model(next(z for z in zoo.ZOO if z.name == name), tmp_path, runs=1, web=web)
     assert "convert_error" not in row, row.get("trace")
     assert row["parity"] is not None and row["parity"] < 1e-4
     for backend in zoo.BACKENDS:
@@ -36,5 +43,5 @@ def test_zoo_model_converts_and_runs_on_every_backend(tmp_path, name):
 
 def test_the_zoo_has_thirty_models_from_every_framework():
     assert len(zoo.ZOO) >= 30
-    assert {z.source.split()[0] for z in zoo.ZOO} >= {"transformers", "paddle", "sklearn", "keras", "onnx"}
+    assert {z.source.split()[0] for z in zoo.ZOO} >= {"transformers", "paddle", "sklearn", "keras", "tensorflow", "onnx"}
     assert len({z.name for z in zoo.ZOO}) == len(zoo.ZOO)

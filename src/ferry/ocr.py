@@ -288,12 +288,12 @@ TUNE_SHAPES = {"det": ([1], {"height": 640, "width": 640}), "cls": ([1, 8], {"x_
 def _tune(package: Path, kind: str) -> None:
     """`ferry bench --tune` for one stage, at the sizes it meets: the record backend `auto` reads."""
     import ferry
-    from ferry.bench import measure, tuning_record
+    from ferry.bench import measure_each, tuning_record
     from ferry.inference.backends import installed_backends
 
     pkg = ferry.load(package)
     batches, dims = TUNE_SHAPES[kind]
-    results = [measure(pkg, b, n, 2, "fp32", 2, 5, 0.3, dims) for b in installed_backends() for n in batches]
+    results, _ = measure_each(pkg, installed_backends(), batches, [2], "fp32", 2, 5, 0.3, dims)
     pkg.save_tuning({**pkg.manifest.tuning, "fp32": tuning_record(results, "fp32")})
     (package.parent / ".tuned").write_text("")  # beside the version folder: not a file of the package
 

@@ -93,3 +93,35 @@ def measure(
 ) -> Measurement:
     config = make_config(package, backend, threads, precision)
     return measure_predictor(create_predictor(config), batch, warmup, runs, min_seconds, dims)
+
+
+def measure_each(
+    package: ModelPackage,
+    backends: list[str],
+    batches: list[int],
+    threads: list[int | None],
+    precision: str = "fp32",
+    warmup: int = 5,
+    runs: int = 30,
+    min_seconds: float = 0.0,
+    dims: dict[str, int] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> tuple[list[Measurement], dict[str, str]]:
+    """Every backend x thread count x batch size; a backend that cannot take the model (ncnn has no layer
+    for an op, MNN's converter refuses it) is left out with its reason: ({...}, {backend: reason})."""
+    from ferry.errors import BackendError, UnsupportedModelError
+
+    results: list[Measurement] = []
+    skipped: dict[str, str] = {}
+    for backend in backends:
+        for n in threads:
+            try:
+                predictor = create_predictor(make_config(package, backend, n, precision))
+            except (UnsupportedModelError, BackendError) as exc:
+                skipped[backend] = str(exc)
+                break
+            for b in batches:
+                if on_step:
+                    on_step(f"measuring {backend}, batch {b}, {n} threads")
+                results.append(measure_predictor(predictor, b, warmup, runs, min_seconds, dims))
+    return results, skipped

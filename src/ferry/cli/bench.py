@@ -50,7 +50,7 @@ def bench(
     if package is None:
         raise click.UsageError("give a package, or --url and --model for a running server")
     import ferry
-    from ferry.bench import html_report, measure, tuning_record
+    from ferry.bench import html_report, measure_each, tuning_record
     from ferry.errors import ConfigError
     from ferry.inference.backends import installed_backends
 
@@ -74,13 +74,13 @@ def bench(
             f"time it too, e.g. --backend {','.join([*names, 'lite'])}",
             soft_wrap=True,  # one line whatever the terminal's width, so that it can be grepped
         )
-    results = []
     with console.status("measuring") as status:
-        for backend in names:
-            for n in thread_counts:
-                for b in _ints(batches):
-                    status.update(f"measuring {backend}, batch {b}, {n} threads")
-                    results.append(measure(pkg, backend, b, n, precision, warmup, runs, min_seconds, sizes))
+        results, skipped = measure_each(pkg, names, _ints(batches), thread_counts, precision, warmup, runs,
+                                        min_seconds, sizes, status.update)  # fmt: skip
+    for backend, reason in skipped.items():
+        console.print(f"{backend}: left out, it cannot run this model: {reason}", soft_wrap=True)
+    if skipped and backends != "all":
+        raise click.ClickException(f"backend(s) {sorted(skipped)} cannot run {pkg.name!r} (above)")
     table = Table("backend", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "items/s", title=pkg.name)
     for m in results:
         table.add_row(

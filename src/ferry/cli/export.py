@@ -1,4 +1,4 @@
-"""`ferry export lite`: a package as one compact file (or a folder with the runtime) for numpy-only devices."""
+"""`ferry export lite` (for device engines: numpy, ncnn, MNN, ONNX Runtime Mobile) and `ferry export web`."""
 
 from __future__ import annotations
 
@@ -15,19 +15,52 @@ def export() -> None:
 @export.command("lite")
 @click.argument("package", type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
-              help="The .flite file to write (with --bundle: a folder).")  # fmt: skip
-@click.option("--int8", is_flag=True, help="Store large float weights as per-channel int8 (about 4x smaller).")
-@click.option("--bundle", is_flag=True, help="Write a folder: the model plus the runtime, runnable with numpy alone.")
-@click.option("--no-optimize", is_flag=True, help="Skip the graph optimizer.")
-@click.option(
-    "--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size the memory plan is made for."
-)
-def lite(package: Path, out: Path, int8: bool, bundle: bool, no_optimize: bool, batch: int) -> None:
-    """Write PACKAGE as a lite model: graph in execution order, memory plan, memory-mapped weights."""
-    from ferry.exporters.lite import export_lite
+              help="numpy: the .flite file (with --bundle: a folder); ncnn, mnn, ort: a folder.")  # fmt: skip
+@click.option("--target", type=click.Choice(["numpy", "ncnn", "mnn", "ort"]), default="numpy", show_default=True,
+              help="The engine on the device: ferry's numpy engine, ncnn, MNN, or ONNX Runtime Mobile.")  # fmt: skip
+@click.option("--int8", is_flag=True,
+              help="numpy: per-channel int8 weights; mnn: int8 weights (4x smaller files, float compute).")  # fmt: skip
+@click.option("--fp16", is_flag=True, help="ncnn, mnn: store the weights in half precision.")
+@click.option("--shape", "shapes", multiple=True, metavar="INPUT=1x3x224x224",
+              help="ncnn: the input shape to convert at (needed where an input has named dimensions).")  # fmt: skip
+@click.option("--bundle", is_flag=True, help="numpy: a folder with the model plus the runtime (numpy alone runs it).")
+@click.option("--no-optimize", is_flag=True, help="numpy: skip the graph optimizer.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="numpy: the batch size the memory plan is made for.")  # fmt: skip
+def lite(package: Path, out: Path, target: str, int8: bool, fp16: bool, shapes: tuple[str, ...], bundle: bool,
+         no_optimize: bool, batch: int) -> None:  # fmt: skip
+    """Write PACKAGE for a device engine, run the result here and print its parity with the package.
 
-    result = export_lite(package, out, int8=int8, bundle=bundle, optimize=not no_optimize, batch=batch)
+    numpy: ferry's lite file (graph in execution order, memory plan, memory-mapped weights), runs wherever
+    numpy does. ncnn (.param + .bin), mnn (.mnn), ort (.ort + required_operators.config): what those
+    engines' C++/Java/ObjC APIs load on a phone or board.
+    """
+    if target == "numpy":
+        from ferry.exporters.lite import export_lite
+
+        if fp16 or shapes:
+            raise click.UsageError("--fp16 and --shape are for the ncnn, mnn and ort targets")
+        result = export_lite(package, out, int8=int8, bundle=bundle, optimize=not no_optimize, batch=batch)
+    else:
+        from ferry.exporters.targets import export_target
+
+        if bundle:
+            raise click.UsageError("--bundle is for the numpy target")
+        result = export_target(package, out, target, fp16=fp16, int8=int8, shapes=_shapes(shapes))
     click.echo(result.summary())
+
+
+def _shapes(items: tuple[str, ...]) -> dict[str, list[int]]:
+    shapes = {}
+    for item in items:
+        name, _, dims = item.partition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.lower().split("x")]
+        except ValueError:
+            raise click.UsageError(f"--shape takes INPUT=1x3x224x224, got {item!r}") from None
+        if not name or any(d < 1 for d in shapes[name]):
+            raise click.UsageError(f"--shape takes INPUT=1x3x224x224 (positive sizes), got {item!r}")
+    return shapes
 
 
 @export.command("web")

@@ -95,6 +95,9 @@ class Manifest:
     tuning: dict[str, Any] = field(default_factory=dict)
     # What `ferry quantize` / `convert-precision` / `prune` did: method, format, target backend, results.
     compression: dict[str, Any] = field(default_factory=dict)
+    # Device engines' own files made from model.onnx (ncnn .param/.bin, MNN .mnn): per engine, the files
+    # (also listed, checksummed, in `files`), the name each input and output has there, and the converter.
+    engines: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +109,7 @@ class Manifest:
             "provenance": asdict(self.provenance),
             "files": {k: asdict(v) for k, v in sorted(self.files.items())},
         }
-        for key in ("preprocessing", "postprocessing", "labels", "tuning", "compression"):
+        for key in ("preprocessing", "postprocessing", "labels", "tuning", "compression", "engines"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out
@@ -133,6 +136,7 @@ class Manifest:
             labels=[str(x) for x in data.get("labels", [])],
             tuning=dict(data.get("tuning", {})),
             compression=dict(data.get("compression", {})),
+            engines=dict(data.get("engines", {})),
         )
 
 
@@ -153,7 +157,7 @@ def _got(value: Any) -> str:
 _PROVENANCE_TYPES = {"framework": str, "framework_version": str, "converter": str, "converter_version": str,
                      "opset": int, "created": str}  # fmt: skip
 _TOP_LEVEL = {"format_version", "name", "version", "signature", "provenance", "files", "preprocessing",
-              "postprocessing", "labels", "tuning", "compression"}  # fmt: skip
+              "postprocessing", "labels", "tuning", "compression", "engines"}  # fmt: skip
 
 
 def _schema_problems(data: Any) -> list[str]:
@@ -204,7 +208,7 @@ def _schema_problems(data: Any) -> list[str]:
     labels = data.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         problems.append(f"'labels' must be a list of strings, got {_got(labels)}")
-    for key in ("tuning", "compression"):
+    for key in ("tuning", "compression", "engines"):
         if not isinstance(data.get(key, {}), dict):
             problems.append(f"'{key}' must be an object, got {_got(data.get(key))}")
     unknown = sorted(set(data) - _TOP_LEVEL)

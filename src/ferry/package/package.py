@@ -65,6 +65,25 @@ class ModelPackage:
         self.manifest.tuning = tuning
         self.write_manifest()
 
+    def add_engine(self, engine: str, folder: Path, record: dict[str, Any]) -> None:
+        """Move an engine's converted files (`folder`'s) into `engines/<engine>/`, list them with their
+        checksums, and record `record` under `engines`: `ferry.load` then verifies them as any other file.
+        The files land whole before the manifest names them."""
+        if self.root is None:
+            raise PackageError(f"{self.model_path}: a bare .onnx file has no manifest to record in")
+        target = self.root / "engines" / engine
+        target.parent.mkdir(exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{engine}.", dir=target.parent))
+        for f in sorted(folder.iterdir()):
+            shutil.copyfile(f, staging / f.name)
+        for name in [n for n in self.manifest.files if n.startswith(f"engines/{engine}/")]:
+            del self.manifest.files[name]
+        swap_in(staging, target)
+        for f in sorted(target.iterdir()):
+            self.manifest.files[f"engines/{engine}/{f.name}"] = FileEntry(checks.sha256_of(f), f.stat().st_size)
+        self.manifest.engines[engine] = record
+        self.write_manifest()
+
     def write_manifest(self) -> None:
         """Write the in-memory manifest back (records such as tuning and compression; not the files list)."""
         if self.root is None:

@@ -16,8 +16,10 @@ _MODULES = {
     "onnxruntime": ("ferry.inference.backends.onnxruntime", "onnxruntime"),
     "openvino": ("ferry.inference.backends.openvino", "openvino"),
     "lite": ("ferry.inference.backends.lite", "ferry"),
+    "ncnn": ("ferry.inference.backends.ncnn", "'ferry[ncnn]'"),
+    "mnn": ("ferry.inference.backends.mnn", "'ferry[mnn]'"),
 }
-ENGINE_NAMES = ("onnxruntime", "openvino")  # what `auto` and `ferry bench --tune` choose between
+ENGINE_NAMES = ("onnxruntime", "openvino", "ncnn", "mnn")  # what `auto` and `ferry bench --tune` choose between
 BACKEND_NAMES = ("auto", *_MODULES)
 
 

@@ -1,0 +1,48 @@
+"""An engine's converted files for a package, made once: the ncnn and MNN backends ask here.
+
+The first use converts and records the files in the package (`engines/<engine>/`, checksummed in the
+manifest, so `ferry.load` verifies them); later uses load what is recorded. A package that cannot be
+written (read-only, or a bare .onnx) gets a conversion in a temporary folder, every time, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from ferry.exporters.device import EngineModel
+from ferry.package import ModelPackage
+
+log = logging.getLogger("ferry")
+
+
+def converter(engine: str):  # -> the engine module's convert(package, out, **options)
+    if engine == "ncnn":
+        from ferry.exporters import ncnn
+
+        return ncnn.convert
+    if engine == "mnn":
+        from ferry.exporters import mnn
+
+        return mnn.convert
+    from ferry.exporters import ort_format
+
+    return ort_format.convert
+
+
+def engine_files(package: ModelPackage, engine: str) -> tuple[Path, EngineModel]:
+    """(the folder holding the engine's files, their record), converting with default options if the
+    package has none recorded."""
+    recorded = package.manifest.engines.get(engine)
+    if recorded is not None and package.root is not None:
+        return package.root / "engines" / engine, EngineModel.from_dict(recorded)
+    scratch = Path(tempfile.mkdtemp(prefix=f"ferry-{engine}-"))
+    model = converter(engine)(package, scratch)
+    if package.root is not None and os.access(package.root, os.W_OK):
+        package.add_engine(engine, scratch, model.to_dict())
+        return package.root / "engines" / engine, model
+    log.warning("%s: cannot record the %s files in the package (not writable); converted into %s",
+                package.model_path, engine, scratch)  # fmt: skip
+    return scratch, model

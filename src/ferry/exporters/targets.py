@@ -1,0 +1,173 @@
+"""`ferry export lite --target ncnn|mnn|ort|numpy`: a package in the format a device engine loads, checked.
+
+Each target writes a folder with the engine's own files (ncnn `.param` + `.bin`, MNN `.mnn`, ONNX
+Runtime's `.ort` and `required_operators.config` for a reduced-size build) and `engine.json` (which name
+each input and output has in those files, the shapes it was converted at, the converter). The result is
+then run here from the written files alone, through the engine's Python binding, and compared with the
+package on ONNX Runtime. `numpy` is ferry's own `.flite` (see `exporters/lite.py`). When a target cannot
+take the model, the error names the op and says which targets can.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferry.converters.parity import ParityReport, compare, random_feeds
+from ferry.errors import ConversionError
+from ferry.exporters.device import EngineModel
+from ferry.package import ModelPackage, load
+from ferry.package.package import swap_in
+
+TARGETS = ("ncnn", "mnn", "ort", "numpy")
+RECORD = "engine.json"
+PARITY = (1e-4, 1e-3)  # atol, rtol at fp32: what the issue asks of every export
+
+
+@dataclass
+class DeviceExport:
+    path: Path
+    target: str
+    model: EngineModel
+    sizes: dict[str, int]  # file name -> bytes
+    onnx_bytes: int
+    parity: ParityReport
+    operators: list[str] = field(default_factory=list)  # ort: what the reduced build must include
+
+    def summary(self) -> str:
+        lines = [f"wrote {self.path} for {self.target} ({self.model.converter})"]
+        width = max(len(name) for name in self.sizes)
+        lines += [f"  {name:<{width}}  {size:>12,} bytes" for name, size in self.sizes.items()]
+        lines.append(f"  {'(package ONNX)':<{width}}  {self.onnx_bytes:>12,} bytes")
+        ins = ", ".join(f"{k} -> {v}" for k, v in self.model.inputs.items())
+        outs = ", ".join(f"{k} -> {v}" for k, v in self.model.outputs.items())
+        lines.append(f"names in the engine: inputs {ins}; outputs {outs}")
+        if self.model.shapes:
+            lines.append("converted at " + ", ".join(f"{k} {v}" for k, v in self.model.shapes.items()))
+        if self.operators:
+            lines.append(f"{len(self.operators)} operators for a reduced ORT build: {', '.join(self.operators)}")
+        lines.append(f"run from the written files: {self.parity}")
+        return "\n".join(lines)
+
+
+def export_target(
+    package: str | Path | ModelPackage,
+    out: str | Path,
+    target: str,
+    *,
+    fp16: bool = False,
+    int8: bool = False,
+    shapes: dict[str, list[int]] | None = None,
+    threads: int = 2,
+) -> DeviceExport:
+    """Write `package` for `target` into the folder `out` (replacing one there), run it, compare."""
+    if target not in TARGETS[:3]:
+        raise ConversionError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    pkg = package if isinstance(package, ModelPackage) else load(package)
+    _check_options(target, fp16, int8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        try:
+            model = _convert(pkg, staging, target, fp16, int8, shapes)
+        except ConversionError as exc:
+            others = [t for t in TARGETS if t != target and takes(pkg, t, shapes)]
+            raise ConversionError(f"{exc}. Targets that take {pkg.name!r}: {', '.join(others) or 'none'}") from None
+        (staging / RECORD).write_text(json.dumps({"signature": pkg.signature.to_dict(), **model.to_dict()}, indent=2))
+        parity = _run_written(pkg, staging, model, threads, exact=not (fp16 or int8))
+        operators = []
+        if target == "ort":
+            from ferry.exporters import ort_format
+
+            operators = ort_format.operators(staging / ort_format.OPERATORS)
+        sizes = {f.name: f.stat().st_size for f in sorted(staging.iterdir())}
+        swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    onnx_bytes = sum(f.stat().st_size for f in pkg.model_path.parent.iterdir() if f.is_file() and f.suffix != ".json")
+    return DeviceExport(out, target, model, sizes, onnx_bytes, parity, operators)
+
+
+def takes(package: ModelPackage, target: str, shapes: dict[str, list[int]] | None = None) -> bool:
+    """Whether `target`'s converter takes the model (converted into a scratch folder, then dropped)."""
+    with tempfile.TemporaryDirectory(prefix="ferry-try-") as tmp:
+        try:
+            if target == "numpy":
+                from ferry.exporters.lite import export_lite
+
+                export_lite(package.root or package.model_path, Path(tmp) / "m.flite", optimize=False)
+            else:
+                _convert(package, Path(tmp), target, False, False, shapes)
+        except Exception:  # noqa: BLE001 (any failure means: not this target)
+            return False
+    return True
+
+
+def _check_options(target: str, fp16: bool, int8: bool) -> None:
+    if target == "ncnn" and int8:
+        raise ConversionError(
+            "ncnn quantizes with ncnn2table and ncnn2int8 from ncnn's C++ build (not in its Python wheel); "
+            "--int8 here works for mnn (int8 weights) and numpy"
+        )
+    if target == "ort" and (fp16 or int8):
+        raise ConversionError("the ort target keeps the package's precision: run `ferry quantize` or "
+                              "`ferry convert-precision` on the package first")  # fmt: skip
+
+
+def _convert(pkg: ModelPackage, out: Path, target: str, fp16: bool, int8: bool, shapes: Any) -> EngineModel:
+    if target == "ncnn":
+        from ferry.exporters import ncnn
+
+        return ncnn.convert(pkg, out, fp16=fp16, shapes=shapes)
+    if target == "mnn":
+        from ferry.exporters import mnn
+
+        return mnn.convert(pkg, out, fp16=fp16, int8_weights=int8)
+    from ferry.exporters import ort_format
+
+    return ort_format.convert(pkg, out)
+
+
+def _run_written(pkg: ModelPackage, folder: Path, model: EngineModel, threads: int, exact: bool) -> ParityReport:
+    """Run the engine on the written files alone and compare with the package on ONNX Runtime: at fp32
+    beyond PARITY is an error (a ParityError, nothing written); fp16/int8 weights are only reported."""
+    from ferry.inference import Config, create_predictor
+
+    rng = np.random.default_rng(0)
+    if model.shapes:  # ncnn: the shapes it was converted at
+        feeds = {s.name: _like(rng, s.dtype, model.shapes[s.name]) for s in pkg.signature.inputs}
+    else:
+        feeds = random_feeds(pkg.signature, batch=1)
+    names = pkg.signature.output_names
+    want = create_predictor(Config(pkg)).predict(feeds)
+    if model.engine == "ncnn":
+        from ferry.inference.backends.ncnn import open_session
+
+        shapes = {s.name: tuple(s.shape[1:]) for s in pkg.signature.outputs}
+        got = open_session(folder, model, shapes, threads, "fp32").run(feeds, names)
+    elif model.engine == "mnn":
+        from ferry.inference.backends.mnn import MnnSession
+
+        settings = {"backend": "CPU", "numThread": threads, "precision": "high"}
+        got = MnnSession(folder / model.files[0], model, settings, False).run(feeds, names)
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(folder / model.files[0]), providers=["CPUExecutionProvider"])
+        got = session.run(names, feeds)
+    atol, rtol = PARITY if exact else (float("inf"), float("inf"))
+    return compare(pkg.name, names, [want[n] for n in names], got, atol=atol, rtol=rtol)
+
+
+def _like(rng: np.random.Generator, dtype: str, shape: list[int]) -> np.ndarray:
+    if dtype.startswith("float"):
+        return rng.standard_normal(shape).astype(dtype)
+    return rng.integers(0, 2, shape).astype(dtype)

@@ -1,0 +1,144 @@
+"""MNN, Alibaba's engine for phones and boards, on CPU: `Config.set_backend("mnn")`, `pip install 'ferry[mnn]'`.
+
+The package's ONNX graph is converted once with MNN's converter (see `ferry/exporters/mnn.py`) and
+recorded in the package. MNN's Module API resizes to each call's shapes, so any batch runs in one call.
+A Module is not safe to run from two threads: each session holds one and a lock, and `clone()` makes
+another Module over the same file for a second predictor. Per-op times come from MNN's Interpreter API,
+which reports each op as it runs. Precision: fp32 is MNN's "high", fp16 its "low" (fp16 arithmetic where
+the CPU has it; this machine's has not, and MNN then computes in fp32).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ferry.errors import BackendError, BackendUnavailableError, ConfigError, ConversionError, UnsupportedModelError
+from ferry.inference.backends.base import OpTime, aggregate
+
+if TYPE_CHECKING:
+    from ferry.exporters.device import EngineModel
+    from ferry.inference.config import Config
+
+_PRECISION = {"fp32": "high", "fp16": "low"}
+
+
+class MnnSession:
+    backend = "mnn"
+
+    def __init__(self, path: Path, model: EngineModel, settings: dict[str, Any], profiling: bool):
+        import MNN.nn as nn
+
+        self._path, self._model, self._settings, self._profiling = path, model, settings, profiling
+        runtime = nn.create_runtime_manager((settings,))
+        inputs, outputs = list(model.inputs.values()), list(model.outputs.values())
+        self._module = nn.load_module_from_file(str(path), inputs, outputs, runtime_manager=runtime)
+        self._lock = threading.Lock()
+        self._samples: list[tuple[str, float]] = []
+
+    def run(self, feeds: dict[str, Any], output_names: list[str]) -> list[np.ndarray]:
+        import MNN.expr as F
+
+        if self._profiling:
+            return self._run_profiled(feeds, output_names)
+        try:
+            args = [F.const(np.ascontiguousarray(feeds[n]), list(feeds[n].shape), F.NCHW) for n in self._model.inputs]
+            with self._lock:
+                outs = self._module.forward(args)
+                values = dict(zip(self._model.outputs, (np.array(o.read()) for o in outs)))
+        except Exception as exc:
+            raise BackendError(f"mnn failed: {exc}") from exc
+        return [values[n] for n in output_names]
+
+    def _run_profiled(self, feeds: dict[str, Any], output_names: list[str]) -> list[np.ndarray]:
+        """The Interpreter API runs the same file and calls back before and after every op."""
+        import MNN
+
+        interpreter = MNN.Interpreter(str(self._path))
+        session = interpreter.createSession({"numThread": self._settings["numThread"]})
+        for name, value in feeds.items():
+            tensor = interpreter.getSessionInput(session, self._model.inputs[name])
+            interpreter.resizeTensor(tensor, tuple(value.shape))
+        interpreter.resizeSession(session)
+        for name, value in feeds.items():
+            tensor = interpreter.getSessionInput(session, self._model.inputs[name])
+            host = MNN.Tensor(
+                tuple(value.shape), tensor.getDataType(), np.ascontiguousarray(value), MNN.Tensor_DimensionType_Caffe
+            )
+            tensor.copyFrom(host)
+        started: dict[str, float] = {}
+
+        def before(tensors: Any, info: Any) -> bool:
+            started[info.getName()] = time.perf_counter()
+            return True
+
+        def after(tensors: Any, info: Any) -> bool:
+            self._samples.append((info.getType(), (time.perf_counter() - started[info.getName()]) * 1e3))
+            return True
+
+        interpreter.runSessionWithCallBackInfo(session, before, after)
+        out = []
+        for name in output_names:
+            tensor = interpreter.getSessionOutput(session, self._model.outputs[name])
+            out.append(np.array(tensor.getNumpyData()).copy())
+        return out
+
+    def share(self, array: np.ndarray) -> Any:
+        return array
+
+    def clone(self) -> MnnSession:
+        return MnnSession(self._path, self._model, self._settings, self._profiling)
+
+    def profile(self) -> list[OpTime]:
+        if not self._profiling:
+            raise ConfigError("profiling is off: call config.enable_profile() before create_predictor")
+        return aggregate(self._samples)
+
+    def describe(self) -> str:
+        threads, precision = self._settings["numThread"], self._settings["precision"]
+        return f"MNN {importlib.metadata.version('MNN')} (CPU, {threads} threads, {precision} precision)"
+
+
+class MnnBackend:
+    name = "mnn"
+
+    def available(self) -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("MNN") is not None
+
+    def max_opset(self) -> int:
+        import onnx
+
+        return onnx.defs.onnx_opset_version()
+
+    def create(self, config: Config) -> MnnSession:
+        from ferry.exporters.engine_files import engine_files
+
+        if config.device != "cpu":
+            raise BackendUnavailableError("ferry's mnn backend runs on CPU")
+        if config.precision not in _PRECISION:
+            raise ConfigError(f"MNN computes in fp32 or fp16, not {config.precision}")
+        package = config.package
+        try:
+            folder, model = engine_files(package, "mnn")
+        except ConversionError as exc:
+            raise UnsupportedModelError(f"{package.model_path}: {exc}") from None
+        settings = {
+            "backend": "CPU",
+            "numThread": config.cpu_threads or os.cpu_count() or 1,
+            "precision": _PRECISION[config.precision],
+        }
+        try:
+            return MnnSession(folder / model.files[0], model, settings, config.profile)
+        except Exception as exc:
+            raise BackendError(f"{folder}: MNN could not load the model: {exc}") from exc
+
+
+BACKEND = MnnBackend()

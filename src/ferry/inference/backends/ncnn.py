@@ -1,0 +1,123 @@
+"""ncnn, Tencent's engine for phones and boards, on CPU: `Config.set_backend("ncnn")`, `pip install 'ferry[ncnn]'`.
+
+The package's ONNX graph is converted once with pnnx (see `ferry/exporters/ncnn.py`) and recorded in the
+package. ncnn has no batch axis: a batch runs one sample at a time through one Net (extractors are cheap
+and a Net may serve several at once). Its Python binding has no per-layer timing, so `profile()` says so.
+Precision: fp32 turns ncnn's fp16/bf16 storage off (its default on CPUs that have them); fp16 and bf16
+turn it on.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ferry.errors import BackendError, BackendUnavailableError, ConfigError, ConversionError, UnsupportedModelError
+from ferry.inference.backends.base import OpTime
+
+if TYPE_CHECKING:
+    from ferry.exporters.device import EngineModel
+    from ferry.inference.config import Config
+
+
+class NcnnSession:
+    backend = "ncnn"
+
+    def __init__(self, net: Any, model: EngineModel, out_shapes: dict[str, tuple[Any, ...]], describe: str):
+        self._net = net
+        self._model = model
+        self._out_shapes = out_shapes  # per-sample shapes of each output (the package's, batch axis off)
+        self._describe = describe
+
+    def run(self, feeds: dict[str, Any], output_names: list[str]) -> list[np.ndarray]:
+        import ncnn
+
+        batch = len(next(iter(feeds.values())))
+        per_output: dict[str, list[np.ndarray]] = {n: [] for n in output_names}
+        try:
+            for i in range(batch):
+                ex = self._net.create_extractor()
+                for name, value in feeds.items():
+                    sample = np.ascontiguousarray(value[i], dtype=np.float32 if value.dtype.kind == "f" else np.int32)
+                    ex.input(self._model.inputs[name], ncnn.Mat(sample))
+                for name in output_names:
+                    status, mat = ex.extract(self._model.outputs[name])
+                    if status != 0:
+                        raise BackendError(f"ncnn could not compute {name!r} (status {status})")
+                    per_output[name].append(_shaped(np.array(mat), self._out_shapes[name]))
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"ncnn failed: {exc}") from exc
+        return [np.stack(per_output[n]) for n in output_names]
+
+    def share(self, array: np.ndarray) -> Any:
+        return array
+
+    def clone(self) -> NcnnSession:
+        return self  # one Net serves many extractors at once
+
+    def profile(self) -> list[OpTime]:
+        raise ConfigError("ncnn's Python binding has no per-layer timing (ncnn's C++ build with NCNN_BENCHMARK does)")
+
+    def describe(self) -> str:
+        return self._describe
+
+
+def _shaped(array: np.ndarray, shape: tuple[Any, ...]) -> np.ndarray:
+    """ncnn drops leading 1-sized axes from a sample; give back the package's shape where it is fixed."""
+    if all(isinstance(d, int) for d in shape) and int(np.prod(shape)) == array.size:
+        return array.reshape(shape)
+    return array
+
+
+class NcnnBackend:
+    name = "ncnn"
+
+    def available(self) -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("ncnn") is not None and importlib.util.find_spec("pnnx") is not None
+
+    def max_opset(self) -> int:
+        import onnx
+
+        return onnx.defs.onnx_opset_version()  # pnnx reads what the installed onnx reads
+
+    def create(self, config: Config) -> NcnnSession:
+        from ferry.exporters.engine_files import engine_files
+
+        if config.device != "cpu":
+            raise BackendUnavailableError("ferry's ncnn backend runs on CPU (ncnn's Vulkan build is not in its wheel)")
+        package = config.package
+        try:
+            folder, model = engine_files(package, "ncnn")
+        except ConversionError as exc:
+            raise UnsupportedModelError(f"{package.model_path}: {exc}") from None
+        shapes = {s.name: tuple(s.shape[1:]) for s in package.signature.outputs}
+        return open_session(folder, model, shapes, config.cpu_threads, config.precision)
+
+
+def open_session(
+    folder: Path, model: EngineModel, out_shapes: dict[str, tuple[Any, ...]], threads: int | None, precision: str
+) -> NcnnSession:
+    """A session over the files in `folder` alone (what a device app loads), as `model` records them."""
+    import ncnn
+
+    net = ncnn.Net()
+    half = precision != "fp32"
+    net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = precision == "fp16"
+    net.opt.use_bf16_storage = precision == "bf16"
+    if threads:
+        net.opt.num_threads = threads  # else ncnn's default: the big cores
+    if net.load_param(str(folder / model.files[0])) != 0 or net.load_model(str(folder / model.files[1])) != 0:
+        raise BackendError(f"{folder}: ncnn could not load {model.files}")
+    version = importlib.metadata.version("ncnn")
+    describe = f"ncnn {version} (CPU, {net.opt.num_threads} threads, {'fp16/bf16 storage' if half else 'fp32'})"
+    return NcnnSession(net, model, out_shapes, describe)
+
+
+BACKEND = NcnnBackend()

@@ -1,0 +1,185 @@
+"""Device engines: ncnn and MNN as backends (converted once, recorded and checksummed in the package), and
+`ferry export lite --target ncnn|mnn|ort` (written, then run from the files alone)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+import ferry
+from conftest import tiny_bert_package, torch_cnn_package
+from ferry.cli import main
+from ferry.errors import ChecksumError, ConfigError, ConversionError, UnsupportedModelError
+from ferry.exporters.targets import export_target, takes
+
+ENGINES = ["ncnn", "mnn"]
+
+
+@pytest.fixture(scope="module")
+def cnn_root(tmp_path_factory):
+    return torch_cnn_package(tmp_path_factory.mktemp("cnn") / "cnn").root
+
+
+@pytest.fixture
+def cnn(cnn_root, tmp_path):
+    """A fresh copy per test: the backends write their files into the package."""
+    import shutil
+
+    return ferry.load(shutil.copytree(cnn_root, tmp_path / "cnn"))
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return tiny_bert_package(tmp_path_factory.mktemp("bert") / "bert")
+
+
+def predictor(package, backend, threads=2, profile=False):
+    config = ferry.Config(package.root)
+    config.set_backend(backend)
+    config.set_cpu_threads(threads)
+    if profile:
+        config.enable_profile()
+    return ferry.create_predictor(config)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_engine_backends_match_onnxruntime_at_any_batch(cnn, engine, batch):
+    x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    want = predictor(cnn, "onnxruntime").predict(x)["logits"]
+    got = predictor(cnn, engine).predict(x)["logits"]
+    assert got.shape == (batch, 5)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_converted_files_are_recorded_checksummed_and_reused(cnn, engine):
+    predictor(cnn, engine)
+    package = ferry.load(cnn.root)
+    files = [f for f in package.manifest.files if f.startswith(f"engines/{engine}/")]
+    assert files and package.manifest.engines[engine]["files"]
+    first = {f: (cnn.root / f).stat().st_mtime_ns for f in files}
+    predictor(cnn, engine)  # a second predictor loads what is recorded, converts nothing
+    assert {f: (cnn.root / f).stat().st_mtime_ns for f in files} == first
+    with open(cnn.root / files[-1], "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ChecksumError, match=files[-1]):
+        ferry.load(cnn.root)
+
+
+def test_a_package_that_cannot_be_written_converts_aside(cnn, tmp_path, caplog):
+    """A package on a read-only mount (root writes through file modes, not through this)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "--bind", str(cnn.root), str(mount)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)], check=True)
+        out = predictor(ferry.load(mount), "mnn").predict(np.zeros((1, 3, 32, 32), np.float32))
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+    assert out["logits"].shape == (1, 5)
+    assert "not writable" in caplog.text
+    assert "engines" not in ferry.load(cnn.root).manifest.to_dict()
+
+
+def test_mnn_profiles_per_op_and_ncnn_says_it_cannot(cnn):
+    p = predictor(cnn, "mnn", profile=True)
+    p.predict(np.zeros((2, 3, 32, 32), np.float32))
+    ops = {row.op_type for row in p.profile()}
+    assert "Convolution" in ops
+    q = predictor(cnn, "ncnn", profile=True)
+    q.predict(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(ConfigError, match="no per-layer timing"):
+        q.profile()
+
+
+@pytest.mark.parametrize("engine,op", [("ncnn", "IsNaN"), ("mnn", "IsNaN")])
+def test_a_model_the_engine_cannot_take_names_the_op(bert, engine, op, tmp_path):
+    import shutil
+
+    copy = ferry.load(shutil.copytree(bert.root, tmp_path / "bert"))
+    config = ferry.Config(copy.root)
+    config.set_backend(engine)
+    with pytest.raises((UnsupportedModelError, ConversionError), match=op if engine == "mnn" else "fixed input"):
+        ferry.create_predictor(config)
+
+
+@pytest.mark.parametrize(
+    "target,files",
+    [("ncnn", {"model.ncnn.param", "model.ncnn.bin"}), ("mnn", {"model.mnn"}),
+     ("ort", {"model.ort", "required_operators.config"})],
+)  # fmt: skip
+def test_export_targets_write_the_engines_files_and_check_them(cnn, tmp_path, capsys, target, files):
+    out = tmp_path / target
+    assert main(["export", "lite", str(cnn.root), "-o", str(out), "--target", target]) == 0
+    printed = capsys.readouterr().out
+    assert files | {"engine.json"} == {p.name for p in out.iterdir()}
+    assert "run from the written files" in printed and "max abs diff" in printed
+    record = json.loads((out / "engine.json").read_text())
+    assert record["engine"] == target and record["signature"]["inputs"][0]["name"] == "image"
+    if target == "ort":
+        assert "ai.onnx:" in printed and "operators for a reduced ORT build" in printed
+
+
+def test_written_ncnn_and_ort_files_run_alone_in_their_bindings(cnn, tmp_path):
+    import ncnn
+    import onnxruntime as ort
+
+    x = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    want = predictor(cnn, "onnxruntime").predict(x)["logits"]
+    export_target(cnn, tmp_path / "n", "ncnn")
+    net = ncnn.Net()
+    net.opt.use_fp16_storage = False
+    net.load_param(str(tmp_path / "n" / "model.ncnn.param"))
+    net.load_model(str(tmp_path / "n" / "model.ncnn.bin"))
+    ex = net.create_extractor()
+    ex.input("in0", ncnn.Mat(x[0]))
+    np.testing.assert_allclose(np.array(ex.extract("out0")[1]).reshape(1, 5), want, atol=1e-4)
+    export_target(cnn, tmp_path / "o", "ort")
+    session = ort.InferenceSession(str(tmp_path / "o" / "model.ort"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["logits"], {"image": x})[0], want, atol=1e-5)
+
+
+def test_fp16_and_int8_weights_shrink_the_mnn_file(cnn, tmp_path):
+    sizes = {}
+    for name, options in {"fp32": {}, "fp16": {"fp16": True}, "int8": {"int8": True}}.items():
+        result = export_target(cnn, tmp_path / name, "mnn", **options)
+        sizes[name] = result.sizes["model.mnn"]
+        assert result.parity.max_abs < 1e-2  # reported, not held to fp32's 1e-4
+    assert sizes["fp16"] < 0.7 * sizes["fp32"] and sizes["int8"] < 0.5 * sizes["fp32"]
+
+
+@pytest.mark.parametrize(
+    "target,options,message",
+    [
+        ("ncnn", {}, "Targets that take 'bert': ort, numpy"),
+        ("ncnn", {"shapes": {"input_ids": [1, 16], "attention_mask": [1, 16]}}, "IsNaN at layer"),
+        ("mnn", {}, "These Op Not Support: ONNX::IsNaN"),
+        ("ncnn", {"int8": True}, "ncnn2int8"),
+        ("ort", {"fp16": True}, "keeps the package's precision"),
+        ("ncnn", {"shapes": {"ids": [1, 4]}}, "the model's inputs are ['input_ids', 'attention_mask']"),
+    ],
+)
+def test_export_errors_name_the_op_and_the_targets_that_work(bert, tmp_path, target, options, message):
+    with pytest.raises(ConversionError) as info:
+        export_target(bert, tmp_path / "out", target, **options)
+    assert message in str(info.value)
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no staging folder left behind
+
+
+def test_takes_tells_which_targets_convert(cnn, bert):
+    assert [t for t in ("ncnn", "mnn", "ort", "numpy") if takes(cnn, t)] == ["ncnn", "mnn", "ort", "numpy"]
+    assert [t for t in ("ncnn", "mnn", "ort", "numpy") if takes(bert, t)] == ["ort", "numpy"]
+
+
+def test_bench_tune_measures_the_device_engines_and_auto_follows(cnn, capsys):
+    args = ["bench", str(cnn.root), "--batch", "1", "--threads", "2", "--runs", "5", "--warmup", "1"]
+    assert main([*args, "--min-seconds", "0", "--tune"]) == 0
+    record = ferry.load(cnn.root).manifest.tuning["fp32"]
+    assert {m["backend"] for m in record["measured"]} == {"onnxruntime", "openvino", "ncnn", "mnn"}
+    config = ferry.Config(cnn.root)
+    assert record["fastest"]["1"] in ferry.create_predictor(config).backend

@@ -139,7 +139,7 @@ def main() -> None:
             np.savez(feeds_file, **feeds)
             mem = {m: peak_memory(flite, feeds_file, m) for m in ("arena", "keep", "free")}
             row = {"model": bm.name, "batch": batch, "max_abs_diff": err, "reference_ms": ref_ms,
-                   "passes": applied, **{k: statistics.median(v) for k, v in results.items()},
+                   "passes": applied.applied, **{k: statistics.median(v) for k, v in results.items()},
                    "memory": mem}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from zoo_models import ZOO, ZooModel  # noqa: E402 (the models, one module; this one runs them)
 from zoo_web import WebRunner  # noqa: E402
 
-BACKENDS = ("onnxruntime", "openvino", "lite", "web")  # web: ferry.js on onnxruntime-web in chromium
+BACKENDS = ("onnxruntime", "openvino", "lite", "ncnn", "mnn", "web")  # web: ferry.js on onnxruntime-web in chromium
 TOLERANCE = 1e-3  # largest |difference| from ONNX Runtime that counts as the same answer
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import numpy_helper
 
-from ferry.exporters.lite import from_onnx
+from ferry.exporters.onnx_to_lite import from_onnx
 from ferry.lite import Engine
 
 

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ferry
 from ferry.cli import main as cli
-from ferry.exporters.lite import from_onnx
+from ferry.exporters.onnx_to_lite import from_onnx
 from ferry.lite import Engine, FormatError, LiteInputError, UnsupportedOpError, load, save
 from ferry.lite.planner import Plan
 from lite_cases import all_cases, run_case

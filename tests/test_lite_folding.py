@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ferry.exporters.lite import from_onnx
+from ferry.exporters.onnx_to_lite import from_onnx
 from ferry.lite import Engine
 
 

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ferry.exporters.lite import from_onnx
+from ferry.exporters.onnx_to_lite import from_onnx
 from ferry.lite import Engine
 from ferry.lite.ops.attention import SoftmaxAttention
 

@@ -43,5 +43,6 @@ def test_zoo_model_converts_and_runs_on_every_backend(tmp_path, web, name):
 
 def test_the_zoo_has_thirty_models_from_every_framework():
     assert len(zoo.ZOO) >= 30
-    assert {z.source.split()[0] for z in zoo.ZOO} >= {"transformers", "paddle", "sklearn", "keras", "tensorflow", "onnx"}
+    frameworks = {"transformers", "paddle", "sklearn", "keras", "tensorflow", "onnx"}
+    assert {z.source.split()[0] for z in zoo.ZOO} >= frameworks
     assert len({z.name for z in zoo.ZOO}) == len(zoo.ZOO)

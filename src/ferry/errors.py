@@ -81,6 +81,10 @@ class ParityError(ConversionError):
     """The converted model's outputs differ from the source model's beyond tolerance."""
 
 
+class OptimizeError(FerryError):
+    """An optimizer pass failed; the message names it and the passes before it."""
+
+
 class ExportError(FerryError):
     """An export target cannot be written: the runtime files it ships cannot be had, or the model does not fit."""
 

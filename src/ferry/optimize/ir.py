@@ -22,7 +22,10 @@ def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
 
 
 class Index:
-    """A snapshot of one graph's def-use relations. Passes build a fresh one after they change the graph."""
+    """One graph's def-use relations, kept current: a pass builds one Index and changes the graph through
+    it (`remove`, `replace`, `rename_input`, `set_input`, `set_output`, `set_initializer`), so that it never
+    rebuilds the index per node (that made the identity pass quadratic). Changing `graph.node` or a node's
+    inputs behind its back leaves it stale."""
 
     def __init__(self, graph: onnx.GraphProto):
         self.graph = graph
@@ -30,15 +33,17 @@ class Index:
         self.producer: dict[str, onnx.NodeProto] = {}
         self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
         self.captured: set[str] = set()  # read inside If/Loop/Scan bodies: never renamed or removed
+        self._alive: set[int] = set()
         for node in graph.node:
-            for name in node.output:
-                self.producer[name] = node
-            for name in node.input:
-                if name:
-                    self.consumers[name].append(node)
-            self.captured |= _subgraph_reads(node)
+            self._add(node)
         self.outputs = {o.name for o in graph.output}
         self.inputs = {i.name for i in graph.input}
+
+    # --- reading ---
+
+    def alive(self, node: onnx.NodeProto) -> bool:
+        """Whether `node` is still in the graph (a pass iterating over a snapshot skips removed ones)."""
+        return id(node) in self._alive
 
     def const(self, name: str) -> np.ndarray | None:
         """The value of `name` if it is an initializer or the output of a Constant node."""
@@ -58,6 +63,69 @@ class Index:
         if len(readers) != 1 or name in self.outputs or name in self.captured:
             return None
         return readers[0]
+
+    # --- changing the graph, and the index with it ---
+
+    def remove(self, doomed: list[onnx.NodeProto]) -> None:
+        remove(self.graph, doomed)
+        for node in doomed:
+            self._drop(node)
+
+    def replace(self, doomed: list[onnx.NodeProto], node: onnx.NodeProto, where: onnx.NodeProto) -> onnx.NodeProto:
+        """Delete `doomed`, put `node` where `where` stood; returns the node as the graph holds it."""
+        placed = replace(self.graph, doomed, node, where)
+        for old in doomed:
+            self._drop(old)
+        self._add(placed)
+        return placed
+
+    def rename_input(self, old: str, new: str) -> None:
+        """Every reader of `old` reads `new` instead."""
+        readers = self.consumers.pop(old, [])
+        for node in {id(n): n for n in readers}.values():
+            node.input[:] = [new if name == old else name for name in node.input]
+        self.consumers[new].extend(readers)
+
+    def set_input(self, node: onnx.NodeProto, i: int, name: str) -> None:
+        old = node.input[i]
+        if old:
+            readers = self.consumers[old]
+            del readers[next(k for k, n in enumerate(readers) if n is node)]
+        node.input[i] = name
+        if name:
+            self.consumers[name].append(node)
+
+    def set_inputs(self, node: onnx.NodeProto, names: list[str]) -> None:
+        self._drop(node)
+        node.input[:] = names
+        self._add(node)
+
+    def set_output(self, node: onnx.NodeProto, i: int, name: str) -> None:
+        self.producer.pop(node.output[i], None)
+        node.output[i] = name
+        self.producer[name] = node
+
+    def set_initializer(self, name: str, value: np.ndarray) -> None:
+        set_initializer(self.graph, name, value)
+        self.inits = {t.name: t for t in self.graph.initializer}
+
+    def _add(self, node: onnx.NodeProto) -> None:
+        self._alive.add(id(node))
+        for name in node.output:
+            self.producer[name] = node
+        for name in node.input:
+            if name:
+                self.consumers[name].append(node)
+        self.captured |= _subgraph_reads(node)
+
+    def _drop(self, node: onnx.NodeProto) -> None:
+        self._alive.discard(id(node))
+        for name in node.output:
+            if self.producer.get(name) is node:
+                del self.producer[name]
+        for name in set(node.input):
+            if name in self.consumers:
+                self.consumers[name] = [n for n in self.consumers[name] if n is not node]
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):
@@ -85,22 +153,26 @@ def position(graph: onnx.GraphProto, node: onnx.NodeProto) -> int:
     return next(i for i, n in enumerate(graph.node) if n is node)
 
 
-def replace(graph: onnx.GraphProto, doomed: list[onnx.NodeProto], node: onnx.NodeProto, where: onnx.NodeProto) -> None:
-    """Delete `doomed` and put `node` where `where` (a node of the graph, often one of them) stood."""
+def replace(
+    graph: onnx.GraphProto, doomed: list[onnx.NodeProto], node: onnx.NodeProto, where: onnx.NodeProto
+) -> onnx.NodeProto:
+    """Delete `doomed` and put `node` where `where` (a node of the graph, often one of them) stood; returns
+    the node as the graph holds it (protobuf copies what is inserted)."""
     at = position(graph, where)
     ids = {id(n) for n in doomed}
     before = sum(1 for n in list(graph.node)[:at] if id(n) in ids)
     remove(graph, doomed)
     graph.node.insert(at - before, node)
+    return graph.node[at - before]
 
 
-def exhaust(rewrite, model: onnx.ModelProto) -> bool:
-    """Call `rewrite` (one change per call, True when it made one: its Index is stale after) until it finds
-    nothing more; whether it changed anything."""
-    changed = False
-    while rewrite(model):
-        changed = True
-    return changed
+def exhaust(rewrite, model: onnx.ModelProto, index: Index) -> int:
+    """Call `rewrite(model, index)` (one change per call through `index`, True when it made one) until it
+    finds nothing more; how many changes it made."""
+    count = 0
+    while rewrite(model, index):
+        count += 1
+    return count
 
 
 def set_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:

@@ -74,7 +74,7 @@ class LiteBackend:
         return onnx.defs.onnx_opset_version()
 
     def create(self, config: Config) -> LiteSession:
-        from ferry.exporters.lite import from_onnx
+        from ferry.exporters.onnx_to_lite import from_onnx
         from ferry.lite import Engine, UnsupportedOpError
 
         if config.device != "cpu":

@@ -102,7 +102,7 @@ class MnnSession:
 
     def describe(self) -> str:
         threads, precision = self._settings["numThread"], self._settings["precision"]
-        return f"MNN {importlib.metadata.version('MNN')} (CPU, {threads} threads, {precision} precision)"
+        return f"mnn {importlib.metadata.version('MNN')} (CPU, {threads} threads, {precision} precision)"
 
 
 class MnnBackend:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper
 
-from ferry.optimize.ir import Index, remove
+from ferry.optimize.ir import Index
+from ferry.optimize.manager import PassResult
 
 SMALL = 4096  # bytes: larger initializers are weights, not repeated constants, and not worth hashing
 # Ops whose parameters later rewrites change in place by name (BatchNorm folding, pruning, quantization):
@@ -54,7 +55,7 @@ def _key(node: onnx.NodeProto, alias: dict[str, str]) -> tuple | None:
     return node.domain or "", node.op_type, tuple(alias.get(n, n) for n in node.input), len(node.output), attrs
 
 
-def run(model: onnx.ModelProto) -> bool:
+def run(model: onnx.ModelProto) -> PassResult:
     graph = model.graph
     index = Index(graph)
     seen: dict[tuple, onnx.NodeProto] = {}
@@ -70,13 +71,12 @@ def run(model: onnx.ModelProto) -> bool:
         alias.update((mine, theirs) for mine, theirs in zip(node.output, first.output) if mine)
         doomed.append(node)
     if not alias:
-        return False
-    remove(graph, doomed)
+        return PassResult(model)
+    index.remove(doomed)
+    constants = sum(1 for t in graph.initializer if t.name in alias)
     kept = [t for t in graph.initializer if t.name not in alias]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in alias:
-                node.input[i] = alias[name]
-    return True
+    for old, new in alias.items():
+        index.rename_input(old, new)
+    return PassResult(model, {"nodes": len(doomed), "constants": constants})

@@ -6,16 +6,17 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ferry.exporters.lite import attribute_value
+from ferry.exporters.onnx_to_lite import attribute_value
 from ferry.lite.registry import lookup
-from ferry.optimize.ir import Index, remove, set_initializer
+from ferry.optimize.ir import Index
+from ferry.optimize.manager import PassResult
 
 KEEP = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "RandomNormal", "RandomUniform",
         "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial", "If", "Loop", "Scan"}  # fmt: skip
 MAX_ELEMENTS = 1 << 24  # do not blow up the file with huge folded tensors
 
 
-def run(model: onnx.ModelProto) -> bool:
+def run(model: onnx.ModelProto) -> PassResult:
     graph = model.graph
     index = Index(graph)
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
@@ -48,10 +49,9 @@ def run(model: onnx.ModelProto) -> bool:
                     values[name] = value
             folded.append(node)
     if not folded:
-        return False
-    remove(graph, folded)
-    still_read = {n for node in graph.node for n in node.input} | Index(graph).captured
+        return PassResult(model)
+    index.remove(folded)
     for name, value in values.items():
-        if name in still_read:
-            set_initializer(graph, name, np.asarray(value))
-    return True
+        if index.used(name):
+            index.set_initializer(name, np.asarray(value))
+    return PassResult(model, {"folded": len(folded)})

@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ferry.optimize.ir import Index, attr, fresh_name, remove, set_initializer
+from ferry.optimize.ir import Index, attr, fresh_name
+from ferry.optimize.manager import PassResult
 
 
-def run(model: onnx.ModelProto) -> bool:
+def run(model: onnx.ModelProto) -> PassResult:
     graph = model.graph
-    changed = False
+    index = Index(graph)
+    folded = 0
     for bn in list(graph.node):
         if bn.op_type != "BatchNormalization" or attr(bn, "training_mode", 0):
             continue
-        index = Index(graph)
         conv = index.producer.get(bn.input[0])
         if conv is None or conv.op_type != "Conv" or index.sole_consumer(conv.output[0]) is not bn:
             continue
@@ -31,11 +32,11 @@ def run(model: onnx.ModelProto) -> bool:
         base = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
         new_b = ((base - mean) * k + bias).astype(w.dtype)
         w_name, b_name = fresh_name(graph, conv.input[1] + "_bn"), fresh_name(graph, (conv.name or "conv") + "_bias_bn")
-        set_initializer(graph, w_name, new_w)
-        set_initializer(graph, b_name, new_b)
-        del conv.input[1:]
-        conv.input.extend([w_name, b_name])
-        conv.output[0] = bn.output[0]
-        remove(graph, [bn])
-        changed = True
-    return changed
+        index.set_initializer(w_name, new_w)
+        index.set_initializer(b_name, new_b)
+        index.set_inputs(conv, [conv.input[0], w_name, b_name])
+        out = bn.output[0]
+        index.remove([bn])
+        index.set_output(conv, 0, out)
+        folded += 1
+    return PassResult(model, {"folded": folded})

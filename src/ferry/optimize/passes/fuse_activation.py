@@ -6,7 +6,8 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, ensure_domain, exhaust, replace, shapes
+from ferry.optimize.ir import Index, attr, ensure_domain, shapes
+from ferry.optimize.manager import PassResult
 
 MS = "com.microsoft"
 
@@ -32,13 +33,11 @@ def _activation(node: onnx.NodeProto, index: Index) -> tuple[str, list[float]] |
     return None
 
 
-def _fuse_activations(model: onnx.ModelProto) -> bool:
-    graph = model.graph
-    changed = False
-    for node in list(graph.node):
-        if node.op_type not in ("Conv", "Gemm") or node.domain not in ("", "ai.onnx"):
+def _fuse_activations(model: onnx.ModelProto, index: Index) -> int:
+    count = 0
+    for node in list(model.graph.node):
+        if not index.alive(node) or node.op_type not in ("Conv", "Gemm") or node.domain not in ("", "ai.onnx"):
             continue
-        index = Index(graph)
         act = index.sole_consumer(node.output[0])
         found = _activation(act, index) if act is not None else None
         if found is None:
@@ -49,22 +48,21 @@ def _fuse_activations(model: onnx.ModelProto) -> bool:
             domain=MS, activation=name, **({"activation_params": params} if params else {}),
         )  # fmt: skip
         fused.attribute.extend(node.attribute)
-        replace(graph, [node, act], fused, where=node)
+        index.replace([node, act], fused, where=node)
         ensure_domain(model, MS)
-        changed = True
-    return changed
+        count += 1
+    return count
 
 
-def _fuse_residuals(model: onnx.ModelProto) -> bool:
+def _fuse_residuals(model: onnx.ModelProto, index: Index) -> int:
     """Conv -> Add(residual) -> activation becomes one FusedConv with the residual as its Z input (the
     ResNet block ending). The residual must have the conv output's exact shape: FusedConv does not
     broadcast Z."""
-    graph = model.graph
     dims = shapes(model)
-    for conv in list(graph.node):
-        if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
+    count = 0
+    for conv in list(model.graph.node):
+        if not index.alive(conv) or conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
             continue
-        index = Index(graph)
         add = index.sole_consumer(conv.output[0])
         if add is None or add.op_type != "Add" or len(add.input) != 2 or add.input[0] == add.input[1]:
             continue
@@ -83,20 +81,18 @@ def _fuse_residuals(model: onnx.ModelProto) -> bool:
         )  # fmt: skip
         fused.attribute.extend(conv.attribute)
         # The residual may be computed after the conv: the fused node goes where the add was.
-        replace(graph, [conv, add, act], fused, where=add)
+        index.replace([conv, add, act], fused, where=add)
         ensure_domain(model, MS)
-        return True
-    return False
+        count += 1
+    return count
 
 
-def _matmul_add_to_gemm(model: onnx.ModelProto) -> bool:
-    graph = model.graph
-    changed = False
+def _matmul_add_to_gemm(model: onnx.ModelProto, index: Index) -> int:
+    count = 0
     dims = shapes(model)
-    for node in list(graph.node):
-        if node.op_type != "MatMul":
+    for node in list(model.graph.node):
+        if not index.alive(node) or node.op_type != "MatMul":
             continue
-        index = Index(graph)
         add = index.sole_consumer(node.output[0])
         weight = index.const(node.input[1])
         if add is None or add.op_type != "Add" or weight is None or weight.ndim != 2:
@@ -108,12 +104,13 @@ def _matmul_add_to_gemm(model: onnx.ModelProto) -> bool:
             continue  # Gemm needs a 2-D A and a bias that broadcasts along rows
         gemm = helper.make_node("Gemm", [node.input[0], node.input[1], other], [add.output[0]],
                                 name=(node.name or add.output[0]) + "_gemm")  # fmt: skip
-        replace(graph, [node, add], gemm, where=node)
-        changed = True
-    return changed
+        index.replace([node, add], gemm, where=node)
+        count += 1
+    return count
 
 
-def run(model: onnx.ModelProto) -> bool:
-    gemm = _matmul_add_to_gemm(model)
-    residual = exhaust(_fuse_residuals, model)
-    return _fuse_activations(model) or gemm or residual
+def run(model: onnx.ModelProto) -> PassResult:
+    index = Index(model.graph)
+    gemm = _matmul_add_to_gemm(model, index)
+    residual = _fuse_residuals(model, index)
+    return PassResult(model, {"gemm": gemm, "residual": residual, "activation": _fuse_activations(model, index)})

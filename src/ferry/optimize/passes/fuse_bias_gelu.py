@@ -14,7 +14,8 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, ensure_domain, exhaust, replace, shapes
+from ferry.optimize.ir import Index, attr, ensure_domain, shapes
+from ferry.optimize.manager import PassResult
 
 MS = "com.microsoft"
 
@@ -27,13 +28,13 @@ def _is_erf_gelu(node: onnx.NodeProto) -> bool:
     return node.domain in ("", "ai.onnx") and attr(node, "approximate", "none") == "none"
 
 
-def _bias_gelu(model: onnx.ModelProto) -> bool:
-    graph = model.graph
+def run(model: onnx.ModelProto) -> PassResult:
+    index = Index(model.graph)
     last = {name: dims[-1] for name, dims in shapes(model).items() if dims}
-    for add in list(graph.node):
-        if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.input) != 2:
+    count = 0
+    for add in list(model.graph.node):
+        if not index.alive(add) or add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.input) != 2:
             continue
-        index = Index(graph)
         gelu = index.sole_consumer(add.output[0])
         if gelu is None or not _is_erf_gelu(gelu):
             continue
@@ -46,11 +47,7 @@ def _bias_gelu(model: onnx.ModelProto) -> bool:
             continue
         fused = helper.make_node("BiasGelu", [x, b], [gelu.output[0]], name=(gelu.name or add.output[0]) + "_bias",
                                  domain=MS)  # fmt: skip
-        replace(graph, [add, gelu], fused, where=add)
+        index.replace([add, gelu], fused, where=add)
         ensure_domain(model, MS)
-        return True
-    return False
-
-
-def run(model: onnx.ModelProto) -> bool:
-    return exhaust(_bias_gelu, model)
+        count += 1
+    return PassResult(model, {"fused": count})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import onnx
 
-from ferry.optimize.ir import Index, remove, rename_input
+from ferry.optimize.ir import Index
+from ferry.optimize.manager import PassResult
 
 
 def _passthrough(node: onnx.NodeProto, index: Index) -> bool:
@@ -16,23 +17,25 @@ def _passthrough(node: onnx.NodeProto, index: Index) -> bool:
     return False
 
 
-def run(model: onnx.ModelProto) -> bool:
-    graph = model.graph
-    changed = False
-    for node in list(graph.node):
-        index = Index(graph)
+def run(model: onnx.ModelProto) -> PassResult:
+    index = Index(model.graph)
+    removed = 0
+    for node in list(model.graph.node):
         if not _passthrough(node, index):
             continue
         src, dst = node.input[0], node.output[0]
         if dst in index.captured:
             continue
         if dst not in index.outputs:
-            rename_input(graph, dst, src)
+            index.rename_input(dst, src)
         else:
             producer = index.producer.get(src)
             if producer is None or index.sole_consumer(src) is not node:
                 continue  # a graph input or shared tensor feeds a graph output: keep the copy
-            producer.output[list(producer.output).index(src)] = dst
-        remove(graph, [node])
-        changed = True
-    return changed
+            index.remove([node])
+            index.set_output(producer, list(producer.output).index(src), dst)
+            removed += 1
+            continue
+        index.remove([node])
+        removed += 1
+    return PassResult(model, {"removed": removed})

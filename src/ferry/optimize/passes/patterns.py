@@ -12,7 +12,8 @@ import math
 import onnx
 from onnx import helper
 
-from ferry.optimize.ir import Index, attr, ensure_domain, exhaust, opset, position, replace
+from ferry.optimize.ir import Index, attr, ensure_domain, opset, position
+from ferry.optimize.manager import PassResult
 
 
 def _other(node: onnx.NodeProto, name: str) -> str:
@@ -34,13 +35,13 @@ def _last_axis_mean(node: onnx.NodeProto, index: Index) -> bool:
     return axes is not None and list(axes) == [-1]
 
 
-def _layernorm(model: onnx.ModelProto) -> bool:
+def _layernorm(model: onnx.ModelProto, index: Index) -> int:
     graph = model.graph
     if opset(model) < 17:
-        return False
+        return 0
+    count = 0
     for mean in list(graph.node):
-        index = Index(graph)
-        if not _last_axis_mean(mean, index):
+        if not index.alive(mean) or not _last_axis_mean(mean, index):
             continue
         x = mean.input[0]
         sub = next(
@@ -76,17 +77,17 @@ def _layernorm(model: onnx.ModelProto) -> bool:
         ln = helper.make_node("LayerNormalization", inputs, [last.output[0]], axis=-1, epsilon=eps,
                               name=(mean.name or last.output[0]) + "_layernorm")  # fmt: skip
         doomed = [mean, sub, sq, var, add, sqrt, div, mul] + ([bias_add] if beta else [])
-        replace(graph, doomed, ln, where=min(doomed, key=lambda n: position(graph, n)))
-        return True  # indices are stale now; the pass manager calls again
-    return False
+        index.replace(doomed, ln, where=min(doomed, key=lambda n: position(graph, n)))
+        count += 1
+    return count
 
 
-def _gelu(model: onnx.ModelProto) -> bool:
+def _gelu(model: onnx.ModelProto, index: Index) -> int:
     graph = model.graph
+    count = 0
     for erf in list(graph.node):
-        if erf.op_type != "Erf":
+        if not index.alive(erf) or erf.op_type != "Erf":
             continue
-        index = Index(graph)
         scale = index.producer.get(erf.input[0])
         if scale is None or scale.op_type not in ("Div", "Mul"):
             continue
@@ -124,10 +125,11 @@ def _gelu(model: onnx.ModelProto) -> bool:
         else:
             gelu = helper.make_node("Gelu", [x], [out], name=out + "_gelu", domain="com.microsoft")
             ensure_domain(model, "com.microsoft")
-        replace(graph, doomed, gelu, where=min(doomed, key=lambda n: position(graph, n)))
-        return True
-    return False
+        index.replace(doomed, gelu, where=min(doomed, key=lambda n: position(graph, n)))
+        count += 1
+    return count
 
 
-def run(model: onnx.ModelProto) -> bool:
-    return exhaust(_layernorm, model) | exhaust(_gelu, model)
+def run(model: onnx.ModelProto) -> PassResult:
+    index = Index(model.graph)
+    return PassResult(model, {"layernorm": _layernorm(model, index), "gelu": _gelu(model, index)})

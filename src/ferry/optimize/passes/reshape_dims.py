@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ferry.optimize.ir import Index, attr, fresh_name, remove, rename_input, set_initializer, shapes
+from ferry.optimize.ir import Index, attr, fresh_name, shapes
+from ferry.optimize.manager import PassResult
 
 
 def _whole_shape(node: onnx.NodeProto | None) -> bool:
@@ -91,20 +92,21 @@ def _target(reshape: onnx.NodeProto, index: Index, dims: dict[str, list]) -> np.
     return np.array(target, np.int64)
 
 
-def run(model: onnx.ModelProto) -> bool:
-    return _through_transposes(model) | _known_dims(model) | _reshape_targets(model)
+def run(model: onnx.ModelProto) -> PassResult:
+    index = Index(model.graph)
+    counts = {"through_transpose": _through_transposes(model, index), "known_dims": _known_dims(model, index)}
+    return PassResult(model, {**counts, "reshape_targets": _reshape_targets(model, index)})
 
 
-def _through_transposes(model: onnx.ModelProto) -> bool:
+def _through_transposes(model: onnx.ModelProto, index: Index) -> int:
     """Shape(Transpose(x, perm)) read only by Gathers of constant dimensions k: read dimension perm[k] of
     Shape(x) instead. The transposed tensor's value is then no longer needed for its shape, so a fused
     reader (the lite engine's attention) can take the transpose as a view."""
     graph = model.graph
-    changed = False
+    count = 0
     for shape in list(graph.node):
-        if not _whole_shape(shape):
+        if not index.alive(shape) or not _whole_shape(shape):
             continue
-        index = Index(graph)
         transpose = index.producer.get(shape.input[0])
         perm = attr(transpose, "perm") if transpose is not None and transpose.op_type == "Transpose" else None
         readers = index.consumers.get(shape.output[0], [])
@@ -115,24 +117,23 @@ def _through_transposes(model: onnx.ModelProto) -> bool:
             continue
         for gather, k in zip(readers, picks):
             name = fresh_name(graph, gather.input[1] + "_permuted")
-            set_initializer(graph, name, np.full(k.shape, perm[int(k.reshape(()))], np.int64))
-            gather.input[1] = name
-        shape.input[0] = transpose.input[0]
-        changed = True
-    return changed
+            index.set_initializer(name, np.full(k.shape, perm[int(k.reshape(()))], np.int64))
+            index.set_input(gather, 1, name)
+        index.set_input(shape, 0, transpose.input[0])
+        count += 1
+    return count
 
 
-def _known_dims(model: onnx.ModelProto) -> bool:
+def _known_dims(model: onnx.ModelProto, index: Index) -> int:
     """Gather(Shape(t), k) where dimension k of t is known as a number: that number (the head size that
     torch.onnx reads at run time to scale attention scores). Its readers then fold as constants, and the
     Shape no longer keeps t alive for this alone."""
     graph = model.graph
     dims = shapes(model)
-    changed = False
+    count = 0
     for node in list(graph.node):
-        if node.op_type != "Gather" or attr(node, "axis", 0) != 0:
+        if not index.alive(node) or node.op_type != "Gather" or attr(node, "axis", 0) != 0:
             continue
-        index = Index(graph)
         shape, k = index.producer.get(node.input[0]), index.const(node.input[1])
         if node.output[0] in index.outputs or not _whole_shape(shape) or k is None or k.size != 1 or k.ndim > 1:
             continue
@@ -144,28 +145,29 @@ def _known_dims(model: onnx.ModelProto) -> bool:
         if not isinstance(size, int) or size <= 0:
             continue
         name = fresh_name(graph, node.output[0] + "_const")
-        set_initializer(graph, name, np.full(k.shape, size, np.int64))
-        rename_input(graph, node.output[0], name)
-        remove(graph, [node])
-        changed = True
-    return changed
+        index.set_initializer(name, np.full(k.shape, size, np.int64))
+        index.rename_input(node.output[0], name)
+        index.remove([node])
+        count += 1
+    return count
 
 
-def _reshape_targets(model: onnx.ModelProto) -> bool:
+def _reshape_targets(model: onnx.ModelProto, index: Index) -> int:
     graph = model.graph
     dims = shapes(model)
-    changed = False
+    count = 0
     for node in list(graph.node):
-        if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or attr(node, "allowzero", 0):
+        if not index.alive(node) or node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
             continue
-        index = Index(graph)
+        if attr(node, "allowzero", 0):
+            continue
         if index.const(node.input[1]) is not None:
             continue
         target = _target(node, index, dims)
         if target is None:
             continue
         name = fresh_name(graph, node.input[1] + "_const")
-        set_initializer(graph, name, target)
-        node.input[1] = name
-        changed = True
-    return changed
+        index.set_initializer(name, target)
+        index.set_input(node, 1, name)
+        count += 1
+    return count

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -183,3 +184,19 @@ def test_bench_tune_measures_the_device_engines_and_auto_follows(cnn, capsys):
     assert {m["backend"] for m in record["measured"]} == {"onnxruntime", "openvino", "ncnn", "mnn"}
     config = ferry.Config(cnn.root)
     assert record["fastest"]["1"] in ferry.create_predictor(config).backend
+
+
+def test_an_engine_that_crashes_on_its_converted_model_takes_only_a_child_process(tmp_path):
+    """ncnn 1.0.20261020 segfaults on what pnnx makes of Keras' Rescaling + Normalization layers."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Normalization(mean=[0.4] * 3, variance=[0.2] * 3)(keras.layers.Rescaling(1 / 255)(inp))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    package = ferry.convert(model, tmp_path / "k", example_inputs=np.zeros((2, 16, 16, 3), np.float32)).package
+    with pytest.raises(UnsupportedModelError, match=r"ncnn crashed \(SIGSEGV\) running"):
+        predictor(package, "ncnn")
+    assert "ncnn" not in ferry.load(package.root).manifest.engines  # nothing recorded
+    assert predictor(package, "mnn").predict(np.zeros((1, 16, 16, 3), np.float32))["dense"].shape == (1, 3)

@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ferry.exporters import engine_check
 from ferry.exporters.device import EngineModel
 from ferry.package import ModelPackage
 
@@ -40,6 +41,9 @@ def engine_files(package: ModelPackage, engine: str) -> tuple[Path, EngineModel]
         return package.root / "engines" / engine, EngineModel.from_dict(recorded)
     scratch = Path(tempfile.mkdtemp(prefix=f"ferry-{engine}-"))
     model = converter(engine)(package, scratch)
+    # Run once in a child first: an engine that crashes on what its converter wrote takes only the child.
+    report = engine_check.check(package, scratch, model, atol=float("inf"), rtol=float("inf"))
+    model.options["checked_max_abs"] = report.max_abs
     if package.root is not None and os.access(package.root, os.W_OK):
         package.add_engine(engine, scratch, model.to_dict())
         return package.root / "engines" / engine, model

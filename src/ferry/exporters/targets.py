@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ferry.converters.parity import ParityReport, compare, random_feeds
+from ferry.converters.parity import ParityReport
 from ferry.errors import ConversionError
+from ferry.exporters import engine_check
 from ferry.exporters.device import EngineModel
 from ferry.package import ModelPackage, load
 from ferry.package.package import swap_in
@@ -81,7 +80,8 @@ def export_target(
             others = [t for t in TARGETS if t != target and takes(pkg, t, shapes)]
             raise ConversionError(f"{exc}. Targets that take {pkg.name!r}: {', '.join(others) or 'none'}") from None
         (staging / RECORD).write_text(json.dumps({"signature": pkg.signature.to_dict(), **model.to_dict()}, indent=2))
-        parity = _run_written(pkg, staging, model, threads, exact=not (fp16 or int8))
+        exact = not (fp16 or int8)  # fp16/int8 weights: the difference is reported, not held to fp32's bound
+        parity = engine_check.check(pkg, staging, model, *(PARITY if exact else (float("inf"), float("inf"))))
         operators = []
         if target == "ort":
             from ferry.exporters import ort_format
@@ -134,40 +134,3 @@ def _convert(pkg: ModelPackage, out: Path, target: str, fp16: bool, int8: bool, 
     from ferry.exporters import ort_format
 
     return ort_format.convert(pkg, out)
-
-
-def _run_written(pkg: ModelPackage, folder: Path, model: EngineModel, threads: int, exact: bool) -> ParityReport:
-    """Run the engine on the written files alone and compare with the package on ONNX Runtime: at fp32
-    beyond PARITY is an error (a ParityError, nothing written); fp16/int8 weights are only reported."""
-    from ferry.inference import Config, create_predictor
-
-    rng = np.random.default_rng(0)
-    if model.shapes:  # ncnn: the shapes it was converted at
-        feeds = {s.name: _like(rng, s.dtype, model.shapes[s.name]) for s in pkg.signature.inputs}
-    else:
-        feeds = random_feeds(pkg.signature, batch=1)
-    names = pkg.signature.output_names
-    want = create_predictor(Config(pkg)).predict(feeds)
-    if model.engine == "ncnn":
-        from ferry.inference.backends.ncnn import open_session
-
-        shapes = {s.name: tuple(s.shape[1:]) for s in pkg.signature.outputs}
-        got = open_session(folder, model, shapes, threads, "fp32").run(feeds, names)
-    elif model.engine == "mnn":
-        from ferry.inference.backends.mnn import MnnSession
-
-        settings = {"backend": "CPU", "numThread": threads, "precision": "high"}
-        got = MnnSession(folder / model.files[0], model, settings, False).run(feeds, names)
-    else:
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(folder / model.files[0]), providers=["CPUExecutionProvider"])
-        got = session.run(names, feeds)
-    atol, rtol = PARITY if exact else (float("inf"), float("inf"))
-    return compare(pkg.name, names, [want[n] for n in names], got, atol=atol, rtol=rtol)
-
-
-def _like(rng: np.random.Generator, dtype: str, shape: list[int]) -> np.ndarray:
-    if dtype.startswith("float"):
-        return rng.standard_normal(shape).astype(dtype)
-    return rng.integers(0, 2, shape).astype(dtype)

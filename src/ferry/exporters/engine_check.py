@@ -1,0 +1,98 @@
+"""Run an engine's converted files, alone, on made-up inputs and compare with the package on ONNX Runtime,
+in a child process: `check(package, folder, model)`.
+
+A converted model can crash its engine outright (ncnn 1.0.20261020 segfaulted on a Keras EfficientNet-B0
+that pnnx converted without a word), which would take the caller's process with it; so the first run
+happens in a child (`python -m ferry.exporters.engine_check`), and a crash becomes a ConversionError.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ferry.converters.parity import ParityReport, compare, random_feeds
+from ferry.errors import ConversionError
+from ferry.exporters.device import EngineModel
+from ferry.package import ModelPackage, load
+
+MADE_UP_SIZE = 64  # named dimensions past the batch axis (an image's height and width): PP-OCR's
+# detector, which downsamples by 32, runs at 64 and not at 8.
+
+
+def check(package: ModelPackage, folder: Path, model: EngineModel, atol: float, rtol: float) -> ParityReport:
+    """The parity report of the files in `folder` against the package; a ParityError beyond atol/rtol, a
+    ConversionError when the engine fails or crashes."""
+    where = str(package.root or package.model_path)
+    with tempfile.TemporaryDirectory(prefix="ferry-check-") as tmp:
+        result = Path(tmp) / "outputs.npz"
+        command = [sys.executable, "-m", "ferry.exporters.engine_check", where, str(folder), str(result)]
+        done = subprocess.run(command, input=json.dumps(model.to_dict()), capture_output=True, text=True)
+        if done.returncode == 0:
+            with np.load(result, allow_pickle=False) as data:
+                arrays = dict(data)
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise ConversionError(f"{model.engine} crashed ({name}) running {package.name!r} as converted")
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise ConversionError(
+            f"{model.engine} could not run {package.name!r} as converted: {lines[-1] if lines else ''}"
+        )
+    names = package.signature.output_names
+    want, got = [arrays[f"want/{n}"] for n in names], [arrays[f"got/{n}"] for n in names]
+    return compare(package.name, names, want, got, atol=atol, rtol=rtol)
+
+
+def run(package: ModelPackage, folder: Path, model: EngineModel, threads: int = 2) -> tuple[dict, dict]:
+    """(the package's outputs on ONNX Runtime, the engine's) on the same made-up inputs."""
+    from ferry.inference import Config, create_predictor
+
+    rng = np.random.default_rng(0)
+    if model.shapes:  # ncnn: the shapes it was converted at
+        feeds = {s.name: _like(rng, s.dtype, model.shapes[s.name]) for s in package.signature.inputs}
+    else:
+        named = {d for s in package.signature.inputs for d in s.shape[1:] if isinstance(d, str)}
+        feeds = random_feeds(package.signature, batch=1, dims=dict.fromkeys(named, MADE_UP_SIZE))
+    names = package.signature.output_names
+    want = create_predictor(Config(package)).predict(feeds)
+    if model.engine == "ncnn":
+        from ferry.inference.backends.ncnn import open_session
+
+        shapes = {s.name: tuple(s.shape[1:]) for s in package.signature.outputs}
+        got = open_session(folder, model, shapes, threads, "fp32").run(feeds, names)
+    elif model.engine == "mnn":
+        from ferry.inference.backends.mnn import MnnSession
+
+        settings = {"backend": "CPU", "numThread": threads, "precision": "high"}
+        got = MnnSession(folder / model.files[0], model, settings, False).run(feeds, names)
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(folder / model.files[0]), providers=["CPUExecutionProvider"])
+        got = session.run(names, feeds)
+    return {n: want[n] for n in names}, dict(zip(names, got))
+
+
+def _like(rng: np.random.Generator, dtype: str, shape: list[int]) -> np.ndarray:
+    if dtype.startswith("float"):
+        return rng.standard_normal(shape).astype(dtype)
+    return rng.integers(0, 2, shape).astype(dtype)
+
+
+def main() -> None:
+    where, folder, result = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    model = EngineModel.from_dict(json.loads(sys.stdin.read()))
+    want, got = run(load(where), folder, model)
+    arrays = {f"want/{k}": v for k, v in want.items()} | {f"got/{k}": np.asarray(v) for k, v in got.items()}
+    np.savez(result, **arrays)
+
+
+if __name__ == "__main__":
+    main()

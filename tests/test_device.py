@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 import ferry
 from conftest import tiny_bert_package, torch_cnn_package
 from ferry.cli import main
-from ferry.errors import ChecksumError, ConfigError, ConversionError, UnsupportedModelError
+from ferry.errors import BackendError, ChecksumError, ConfigError, ConversionError, UnsupportedModelError
 from ferry.exporters.targets import export_target, takes
 
 ENGINES = ["ncnn", "mnn"]
@@ -97,15 +98,34 @@ def test_mnn_profiles_per_op_and_ncnn_says_it_cannot(cnn):
         q.profile()
 
 
-@pytest.mark.parametrize("engine,op", [("ncnn", "IsNaN"), ("mnn", "IsNaN")])
-def test_a_model_the_engine_cannot_take_names_the_op(bert, engine, op, tmp_path):
+@pytest.mark.parametrize("engine", ["ncnn", "mnn"])
+def test_a_model_the_engine_cannot_take_names_the_op(bert, engine, tmp_path):
     import shutil
 
     copy = ferry.load(shutil.copytree(bert.root, tmp_path / "bert"))
-    config = ferry.Config(copy.root)
-    config.set_backend(engine)
-    with pytest.raises((UnsupportedModelError, ConversionError), match=op if engine == "mnn" else "fixed input"):
-        ferry.create_predictor(config)
+    feeds = {"input_ids": np.ones((2, 16), np.int64), "attention_mask": np.ones((2, 16), np.int64)}
+    with pytest.raises(UnsupportedModelError, match="IsNaN"):
+        # MNN converts when the predictor is made; ncnn at the first call, at its shapes (a named sequence)
+        predictor(copy, engine).predict(feeds)
+
+
+def test_ncnn_converts_at_the_first_calls_shapes_and_holds_later_calls_to_them(tmp_path):
+    import rapidocr_onnxruntime
+
+    source = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    package = ferry.convert(source, tmp_path / "cls").package  # input [batch, 3, height, width] (named)
+    x = np.random.default_rng(0).standard_normal((3, 3, 48, 192)).astype(np.float32)
+    want = predictor(package, "onnxruntime").predict(x)
+    p = predictor(package, "ncnn")
+    got = p.predict(x)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-4)
+    (image,), (out,) = package.signature.input_names, package.signature.output_names
+    assert ferry.load(package.root).manifest.engines["ncnn"]["shapes"] == {image: [1, 3, 48, 192]}
+    with pytest.raises(BackendError, match="at the shapes it was converted at"):
+        p.predict(x[:, :, :, :96])
+    again = predictor(package, "ncnn")  # a new predictor loads the recorded conversion
+    np.testing.assert_allclose(again.predict(x[:1])[out], want[out][:1], atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -114,14 +114,14 @@ def measure_each(
     results: list[Measurement] = []
     skipped: dict[str, str] = {}
     for backend in backends:
-        for n in threads:
-            try:
+        try:
+            for n in threads:
                 predictor = create_predictor(make_config(package, backend, n, precision))
-            except (UnsupportedModelError, BackendError) as exc:
-                skipped[backend] = str(exc)
-                break
-            for b in batches:
-                if on_step:
-                    on_step(f"measuring {backend}, batch {b}, {n} threads")
-                results.append(measure_predictor(predictor, b, warmup, runs, min_seconds, dims))
+                for b in batches:
+                    if on_step:
+                        on_step(f"measuring {backend}, batch {b}, {n} threads")
+                    results.append(measure_predictor(predictor, b, warmup, runs, min_seconds, dims))
+        except (UnsupportedModelError, BackendError) as exc:  # ncnn converts at the first call's shapes
+            skipped[backend] = str(exc)
+            results = [m for m in results if m.backend != backend]
     return results, skipped

@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ferry.exporters import engine_check
 from ferry.exporters.device import EngineModel
@@ -33,14 +34,14 @@ def converter(engine: str):  # -> the engine module's convert(package, out, **op
     return ort_format.convert
 
 
-def engine_files(package: ModelPackage, engine: str) -> tuple[Path, EngineModel]:
-    """(the folder holding the engine's files, their record), converting with default options if the
-    package has none recorded."""
+def engine_files(package: ModelPackage, engine: str, **options: Any) -> tuple[Path, EngineModel]:
+    """(the folder holding the engine's files, their record), converting with `options` (ncnn: `shapes`)
+    if the package has none recorded."""
     recorded = package.manifest.engines.get(engine)
     if recorded is not None and package.root is not None:
         return package.root / "engines" / engine, EngineModel.from_dict(recorded)
     scratch = Path(tempfile.mkdtemp(prefix=f"ferry-{engine}-"))
-    model = converter(engine)(package, scratch)
+    model = converter(engine)(package, scratch, **options)
     # Run once in a child first: an engine that crashes on what its converter wrote takes only the child.
     report = engine_check.check(package, scratch, model, atol=float("inf"), rtol=float("inf"))
     model.options["checked_max_abs"] = report.max_abs

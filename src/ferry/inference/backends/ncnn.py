@@ -1,8 +1,11 @@
 """ncnn, Tencent's engine for phones and boards, on CPU: `Config.set_backend("ncnn")`, `pip install 'ferry[ncnn]'`.
 
 The package's ONNX graph is converted once with pnnx (see `ferry/exporters/ncnn.py`) and recorded in the
-package. ncnn has no batch axis: a batch runs one sample at a time through one Net (extractors are cheap
-and a Net may serve several at once). Its Python binding has no per-layer timing, so `profile()` says so.
+package. pnnx converts at fixed input shapes: a package with named dimensions past the batch axis (an
+image's height and width, a sequence) is converted at the first call's shapes, and later calls must come
+at those shapes (`ferry export lite --target ncnn --shape` converts for others). ncnn has no batch axis: a
+batch runs one sample at a time through one Net (extractors are cheap and a Net may serve several at once).
+Its Python binding has no per-layer timing, so `profile()` says so.
 Precision: fp32 turns ncnn's fp16/bf16 storage off (its default on CPUs that have them); fp16 and bf16
 turn it on.
 """
@@ -10,6 +13,7 @@ turn it on.
 from __future__ import annotations
 
 import importlib.metadata
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +39,13 @@ class NcnnSession:
     def run(self, feeds: dict[str, Any], output_names: list[str]) -> list[np.ndarray]:
         import ncnn
 
+        for name, value in feeds.items():
+            fixed = self._model.shapes.get(name)
+            if fixed and list(np.shape(value)[1:]) != fixed[1:]:
+                raise BackendError(
+                    f"ncnn runs this model at the shapes it was converted at: {name!r} [batch, {fixed[1:]}], "
+                    f"got {list(np.shape(value))}; `ferry export lite --target ncnn --shape` converts for others"
+                )
         batch = len(next(iter(feeds.values())))
         per_output: dict[str, list[np.ndarray]] = {n: [] for n in output_names}
         try:
@@ -67,6 +78,36 @@ class NcnnSession:
         return self._describe
 
 
+class DeferredNcnnSession:
+    """Converts at the first call's shapes (a package with named dimensions past the batch axis)."""
+
+    backend = "ncnn"
+
+    def __init__(self, config: Config):
+        self._config = config
+        self._session: NcnnSession | None = None
+        self._lock = threading.Lock()
+
+    def run(self, feeds: dict[str, Any], output_names: list[str]) -> list[np.ndarray]:
+        with self._lock:
+            if self._session is None:
+                shapes = {name: [1, *np.shape(value)[1:]] for name, value in feeds.items()}
+                self._session = _open(self._config, shapes=shapes)
+        return self._session.run(feeds, output_names)
+
+    def share(self, array: np.ndarray) -> Any:
+        return array
+
+    def clone(self) -> DeferredNcnnSession | NcnnSession:
+        return self._session or self
+
+    def profile(self) -> list[OpTime]:
+        raise ConfigError("ncnn's Python binding has no per-layer timing (ncnn's C++ build with NCNN_BENCHMARK does)")
+
+    def describe(self) -> str:
+        return self._session.describe() if self._session else "ncnn (converted at the first call's shapes)"
+
+
 def _shaped(array: np.ndarray, shape: tuple[Any, ...]) -> np.ndarray:
     """ncnn drops leading 1-sized axes from a sample; give back the package's shape where it is fixed."""
     if all(isinstance(d, int) for d in shape) and int(np.prod(shape)) == array.size:
@@ -87,18 +128,26 @@ class NcnnBackend:
 
         return onnx.defs.onnx_opset_version()  # pnnx reads what the installed onnx reads
 
-    def create(self, config: Config) -> NcnnSession:
-        from ferry.exporters.engine_files import engine_files
-
+    def create(self, config: Config) -> NcnnSession | DeferredNcnnSession:
         if config.device != "cpu":
             raise BackendUnavailableError("ferry's ncnn backend runs on CPU (ncnn's Vulkan build is not in its wheel)")
         package = config.package
-        try:
-            folder, model = engine_files(package, "ncnn")
-        except ConversionError as exc:
-            raise UnsupportedModelError(f"{package.model_path}: {exc}") from None
-        shapes = {s.name: tuple(s.shape[1:]) for s in package.signature.outputs}
-        return open_session(folder, model, shapes, config.cpu_threads, config.precision)
+        named = any(isinstance(d, str) for spec in package.signature.inputs for d in spec.shape[1:])
+        if named and "ncnn" not in package.manifest.engines:
+            return DeferredNcnnSession(config)
+        return _open(config)
+
+
+def _open(config: Config, **options: Any) -> NcnnSession:
+    from ferry.exporters.engine_files import engine_files
+
+    package = config.package
+    try:
+        folder, model = engine_files(package, "ncnn", **options)
+    except ConversionError as exc:
+        raise UnsupportedModelError(f"{package.model_path}: {exc}") from None
+    shapes = {s.name: tuple(s.shape[1:]) for s in package.signature.outputs}
+    return open_session(folder, model, shapes, config.cpu_threads, config.precision)
 
 
 def open_session(

@@ -1,0 +1,220 @@
+"""Device engines side by side: ncnn and MNN called raw, ferry's predictor on each of them, ONNX Runtime raw
+and through ferry, ferry's numpy engine, and `auto` after `ferry bench --tune`.
+
+    python benchmarks/devices.py                          # 4 models, batch 1 and 8
+    python benchmarks/devices.py --models resnet18 --batches 1 --rounds 2
+
+Each engine runs in its own process (a worker that loads once, then times on request), 2 threads, fp32
+(ncnn's fp16 storage off). The parent asks every worker in turn, round after round, so drift on this VM
+hits every engine alike; a cell is the median over rounds of each round's median. Raw ncnn and MNN run the
+files ferry converted (the same .param/.bin and .mnn), through their own Python APIs: ncnn one sample at a
+time (it has no batch axis), MNN's Module API on the whole batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import models as bench_models  # noqa: E402
+
+import ferry  # noqa: E402
+
+BUILDERS = {
+    "resnet18": lambda r: bench_models.cnn(r, "resnet18"),
+    "mobilenet_v2": lambda r: bench_models.cnn(r, "mobilenet_v2"),
+    "bert": bench_models.small_bert,
+    "ppocr_rec": bench_models.ppocr_rec,
+}
+ENGINES = ["raw-onnxruntime", "raw-ncnn", "raw-mnn", "ferry-onnxruntime", "ferry-ncnn", "ferry-mnn", "ferry-lite",
+           "ferry-auto"]  # fmt: skip
+
+# The worker: load ENGINE for PACKAGE, then for each line "SECONDS" on stdin time the feeds in FEEDS.npz for
+# that long and print the median ms (or the error, once, at load).
+WORKER = r"""
+import json, statistics, sys, time
+import numpy as np
+engine, package, feeds_file = sys.argv[1:4]
+feeds = dict(np.load(feeds_file))
+threads = 2
+try:
+    import ferry
+    pkg = ferry.load(package)
+    names = pkg.signature.output_names
+    kind, _, name = engine.partition("-")
+    if kind == "ferry":
+        config = ferry.Config(package)
+        config.set_backend(name)
+        config.set_cpu_threads(threads)
+        predictor = ferry.create_predictor(config)
+        run = lambda: predictor.predict(feeds)
+    elif name == "onnxruntime":
+        import onnxruntime as ort
+        so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(pkg.model_path), so, providers=["CPUExecutionProvider"])
+        run = lambda: session.run(names, feeds)
+    elif name == "ncnn":
+        import ncnn
+        record = pkg.manifest.engines.get("ncnn")
+        if record is None:
+            raise RuntimeError("ferry could not convert the model for ncnn (see ferry-ncnn)")
+        folder = pkg.root / "engines" / "ncnn"
+        net = ncnn.Net()
+        net.opt.num_threads = threads
+        net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
+        net.load_param(str(folder / record["files"][0])); net.load_model(str(folder / record["files"][1]))
+        ins = [(record["inputs"][k], v) for k, v in feeds.items()]
+        outs = list(record["outputs"].values())
+        def run():
+            for i in range(len(ins[0][1])):
+                ex = net.create_extractor()
+                for n, v in ins:
+                    ex.input(n, ncnn.Mat(np.ascontiguousarray(v[i])))
+                for n in outs:
+                    np.array(ex.extract(n)[1])
+    else:
+        import MNN.expr as F, MNN.nn as nn
+        record = pkg.manifest.engines.get("mnn")
+        if record is None:
+            raise RuntimeError("ferry could not convert the model for MNN (see ferry-mnn)")
+        rt = nn.create_runtime_manager(({"backend": "CPU", "numThread": threads, "precision": "high"},))
+        module = nn.load_module_from_file(str(pkg.root / "engines" / "mnn" / record["files"][0]),
+                                          list(record["inputs"].values()), list(record["outputs"].values()),
+                                          runtime_manager=rt)
+        def run():
+            args = [F.const(np.ascontiguousarray(feeds[k]), list(feeds[k].shape), F.NCHW) for k in record["inputs"]]
+            for o in module.forward(args):
+                np.array(o.read())
+    run()
+    print("ready", flush=True)
+except Exception as exc:
+    print("error " + json.dumps(f"{type(exc).__name__}: {exc}"[:300]), flush=True)
+    sys.exit(0)
+for line in sys.stdin:
+    seconds = float(line)
+    times, deadline = [], time.perf_counter() + seconds
+    while len(times) < 3 or time.perf_counter() < deadline:
+        t = time.perf_counter(); run(); times.append((time.perf_counter() - t) * 1000)
+    print(statistics.median(times), flush=True)
+"""
+
+
+class Worker:
+    def __init__(self, engine: str, package: Path, feeds_file: Path):
+        self.engine = engine
+        command = [sys.executable, "-c", WORKER, engine, str(package), str(feeds_file)]
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     stderr=subprocess.DEVNULL)  # fmt: skip
+        line = self._line()
+        self.error = json.loads(line[6:]) if line.startswith("error ") else None
+        if not line.startswith(("ready", "error")):
+            self.error = f"worker said {line!r}"
+
+    def _line(self) -> str:
+        while True:  # engines print banners on stdout (MNN: "The device supports: ...")
+            line = self.proc.stdout.readline()
+            if not line or line.startswith(("ready", "error")) or _number(line):
+                return line.strip() or "exited"
+
+    def time(self, seconds: float) -> float:
+        self.proc.stdin.write(f"{seconds}\n")
+        self.proc.stdin.flush()
+        return float(self._line())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def _number(line: str) -> bool:
+    try:
+        float(line)
+    except ValueError:
+        return False
+    return True
+
+
+def prepare(package: Path, batches: list[int]) -> dict[str, str]:
+    """Convert for ncnn and MNN once (recorded in the package) and tune `auto`; {engine: why it cannot}."""
+    from ferry.bench import measure_each, tuning_record
+    from ferry.inference.backends import installed_backends
+
+    pkg = ferry.load(package)
+    results, skipped = measure_each(pkg, installed_backends(), batches, [2], "fp32", 3, 10, 1.0)
+    pkg.save_tuning({**pkg.manifest.tuning, "fp32": tuning_record(results, "fp32")})
+    print(f"tuned {pkg.name}: {pkg.manifest.tuning['fp32']['fastest']}", flush=True)
+    return skipped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(BUILDERS))
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.5, help="per engine, setting and round")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ferry-bench")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    rows = []
+    for key in args.models.split(","):
+        bm = BUILDERS[key](args.work)
+        skipped = prepare(bm.package, batches)
+        for batch in batches:
+            feeds_file = args.work / f"{key}-devices-b{batch}.npz"
+            np.savez(feeds_file, **bm.feeds(batch))
+            workers = [Worker(e, bm.package, feeds_file) for e in ENGINES]
+            times: dict[str, list[float]] = {w.engine: [] for w in workers}
+            for _ in range(args.rounds):
+                for w in workers:
+                    if w.error is None:
+                        times[w.engine].append(w.time(args.seconds))
+            for w in workers:
+                w.close()
+            row = {"model": bm.name, "batch": batch,
+                   "ms": {e: statistics.median(t) for e, t in times.items() if t},
+                   "errors": {w.engine: w.error for w in workers if w.error}, "skipped_by_tune": skipped}  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print_tables(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def print_tables(rows: list[dict]) -> None:
+    print()
+    print("| model | batch | " + " | ".join(ENGINES) + " |")
+    print("|---|---|" + "---|" * len(ENGINES))
+    for r in rows:
+        cells = [f"{r['ms'][e]:.2f}" if e in r["ms"] else "fails" for e in ENGINES]
+        print(f"| {r['model']} | {r['batch']} | " + " | ".join(cells) + " |")
+    print()
+    print("| model | batch | ferry/raw ncnn | ferry/raw MNN | ferry/raw ORT | auto / fastest single engine |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        ms = r["ms"]
+        ratio = functools.partial(_ratio, ms)
+        singles = [ms[e] for e in ("ferry-onnxruntime", "ferry-ncnn", "ferry-mnn") if e in ms]
+        auto = f"{ms['ferry-auto'] / min(singles):.3f}" if "ferry-auto" in ms and singles else "-"
+        print(f"| {r['model']} | {r['batch']} | {ratio('ferry-ncnn', 'raw-ncnn')} | {ratio('ferry-mnn', 'raw-mnn')} | "
+              f"{ratio('ferry-onnxruntime', 'raw-onnxruntime')} | {auto} |")  # fmt: skip
+    for r in rows:
+        for engine, error in r["errors"].items():
+            print(f"- {r['model']} b{r['batch']} {engine}: {error}")
+
+
+def _ratio(ms: dict[str, float], a: str, b: str) -> str:
+    return f"{ms[a] / ms[b]:.3f}" if a in ms and b in ms else "-"
+
+
+if __name__ == "__main__":
+    main()

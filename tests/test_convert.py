@@ -359,6 +359,26 @@ def test_compare_reports_and_fails_beyond_tolerance():
         compare("m", ["y"], [a], [a[None]], atol=1, rtol=1)
 
 
+@pytest.mark.parametrize(
+    "want,got,passes",
+    [
+        ([1.0, np.nan], [1.0, np.nan], True),  # NaN where the source has NaN: the same answer
+        ([1.0, np.inf], [1.0, np.inf], True),
+        ([1.0, 2.0], [1.0, np.nan], False),  # an engine's NaN passed every tolerance before
+        ([1.0, np.inf], [1.0, -np.inf], False),
+        ([1.0, 2.0], [1.0, np.inf], False),
+    ],
+)
+def test_compare_counts_nan_and_infinity_against_numbers_as_differences(want, got, passes):
+    run = lambda: compare("m", ["y"], [np.array(want)], [np.array(got)], atol=float("inf"), rtol=0)  # noqa: E731
+    if passes:
+        assert run().max_abs == 0
+    else:
+        with pytest.raises(ParityError):
+            compare("m", ["y"], [np.array(want)], [np.array(got)], atol=1e3, rtol=0)
+        assert run().max_abs == float("inf")
+
+
 def test_a_shipped_detector_that_needs_larger_made_up_inputs_converts(tmp_path):
     """PP-OCR's detector (as rapidocr-onnxruntime ships it) downsamples by 32: made-up 8x8 inputs failed
     the check, so the model could not be converted without example inputs."""

@@ -220,3 +220,14 @@ def test_an_engine_that_crashes_on_its_converted_model_takes_only_a_child_proces
         predictor(package, "ncnn")
     assert "ncnn" not in ferry.load(package.root).manifest.engines  # nothing recorded
     assert predictor(package, "mnn").predict(np.zeros((1, 16, 16, 3), np.float32))["dense"].shape == (1, 3)
+
+
+def test_bench_leaves_out_an_engine_that_cannot_take_the_model_and_says_why(bert, tmp_path):
+    import shutil
+
+    from ferry.bench import measure_each
+
+    copy = ferry.load(shutil.copytree(bert.root, tmp_path / "bert"))
+    results, skipped = measure_each(copy, ["onnxruntime", "ncnn", "mnn"], [1], [1], runs=2, warmup=1)
+    assert {m.backend for m in results} == {"onnxruntime"}
+    assert set(skipped) == {"ncnn", "mnn"} and all("IsNaN" in reason for reason in skipped.values())

@@ -17,6 +17,12 @@ SUBSET = ["bert", "squeezenet1_0", "logistic-regression", "keras-functional", "t
 ENGINE_LIMITS = {
     ("logistic-regression", "openvino"): "No conversion rule found for operations: ai.onnx.ml.LinearClassifier",
     ("logistic-regression", "lite"): "no lite kernel: ai.onnx.ml.LinearClassifier",
+    ("logistic-regression", "ncnn"): "pnnx reads standard ONNX operators only",
+    ("logistic-regression", "mnn"): "These Op Not Support: ONNX::LinearClassifier",
+    # transformers' attention mask: torch.where, IsNaN, logical_and have no ncnn layer and no MNN op
+    ("bert", "ncnn"): "IsNaN at layer",
+    ("bert", "mnn"): "These Op Not Support: ONNX::IsNaN",
+    ("tf-module-embedding", "ncnn"): "Gather at layer",
 }
 
 

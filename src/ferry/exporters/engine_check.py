@@ -22,6 +22,9 @@ from ferry.errors import ConversionError
 from ferry.exporters.device import EngineModel
 from ferry.package import ModelPackage, load
 
+# atol, rtol at fp32 (|diff| <= atol + rtol * |ONNX Runtime's|): what an export and a backend's first
+# conversion are held to. ncnn gave NaN for transformers' EfficientNet, which a report alone let through.
+PARITY = (1e-4, 1e-3)
 MADE_UP_SIZE = 64  # named dimensions past the batch axis (an image's height and width): PP-OCR's
 # detector, which downsamples by 32, runs at 64 and not at 8.
 
@@ -71,7 +74,8 @@ def run(package: ModelPackage, folder: Path, model: EngineModel, threads: int = 
         from ferry.inference.backends.mnn import MnnSession
 
         settings = {"backend": "CPU", "numThread": threads, "precision": "high"}
-        got = MnnSession(folder / model.files[0], model, settings, False).run(feeds, names)
+        dtypes = {s.name: s.dtype for s in package.signature.outputs}
+        got = MnnSession(folder / model.files[0], model, settings, False, dtypes).run(feeds, names)
     else:
         import onnxruntime as ort
 

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ferry.errors import ConversionError, ParityError
 from ferry.exporters import engine_check
 from ferry.exporters.device import EngineModel
 from ferry.package import ModelPackage
@@ -42,8 +43,12 @@ def engine_files(package: ModelPackage, engine: str, **options: Any) -> tuple[Pa
         return package.root / "engines" / engine, EngineModel.from_dict(recorded)
     scratch = Path(tempfile.mkdtemp(prefix=f"ferry-{engine}-"))
     model = converter(engine)(package, scratch, **options)
-    # Run once in a child first: an engine that crashes on what its converter wrote takes only the child.
-    report = engine_check.check(package, scratch, model, atol=float("inf"), rtol=float("inf"))
+    # Run once in a child first: an engine that crashes on what its converter wrote takes only the child,
+    # and one that computes something else (NaN, garbage) is refused here rather than served.
+    try:
+        report = engine_check.check(package, scratch, model, *engine_check.PARITY)
+    except ParityError as exc:
+        raise ConversionError(f"{engine} computes something else than ONNX Runtime on made-up inputs: {exc}") from None
     model.options["checked_max_abs"] = report.max_abs
     if package.root is not None and os.access(package.root, os.W_OK):
         package.add_engine(engine, scratch, model.to_dict())

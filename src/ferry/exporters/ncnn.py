@@ -39,6 +39,7 @@ def convert(
     import ncnn
 
     exe = pnnx_executable()
+    _check_readable(package)
     fixed = fixed_shapes(package, shapes, "ncnn")
     specs = package.signature.inputs
     arg = ",".join(f"[{','.join(map(str, fixed[s.name]))}]{_PNNX_TYPES.get(s.dtype, 'f32')}" for s in specs)
@@ -74,6 +75,17 @@ def convert(
         shapes=fixed,
         options={"fp16": fp16},
     )
+
+
+def _check_readable(package: ModelPackage) -> None:
+    """What pnnx cannot read at all, said before it fails with a message about shape inference."""
+    strings = [s.name for s in package.signature.inputs if s.dtype not in _PNNX_TYPES]
+    if strings:
+        raise ConversionError(f"ncnn takes number tensors; {package.name!r} has input(s) {strings} of another type")
+    foreign = [n for n in package.graph_proto().graph.node if n.domain not in ("", "ai.onnx")]
+    if foreign:
+        listed = "; ".join(f"{n.domain}.{n.op_type} at node {n.name!r}" for n in foreign[:8])
+        raise ConversionError(f"pnnx reads standard ONNX operators only; {package.name!r} has {listed}")
 
 
 def read_layers(param: Path) -> list[tuple[str, str]]:

@@ -32,10 +32,13 @@ _PRECISION = {"fp32": "high", "fp16": "low"}
 class MnnSession:
     backend = "mnn"
 
-    def __init__(self, path: Path, model: EngineModel, settings: dict[str, Any], profiling: bool):
+    def __init__(
+        self, path: Path, model: EngineModel, settings: dict[str, Any], profiling: bool, dtypes: dict[str, str]
+    ):
         import MNN.nn as nn
 
         self._path, self._model, self._settings, self._profiling = path, model, settings, profiling
+        self._dtypes = dtypes  # the package's output dtypes: MNN's int32 goes back to int64 where declared
         runtime = nn.create_runtime_manager((settings,))
         inputs, outputs = list(model.inputs.values()), list(model.outputs.values())
         self._module = nn.load_module_from_file(str(path), inputs, outputs, runtime_manager=runtime)
@@ -48,10 +51,13 @@ class MnnSession:
         if self._profiling:
             return self._run_profiled(feeds, output_names)
         try:
-            args = [F.const(np.ascontiguousarray(feeds[n]), list(feeds[n].shape), F.NCHW) for n in self._model.inputs]
+            args = [_const(F, _mnn_array(feeds[n])) for n in self._model.inputs]
             with self._lock:
                 outs = self._module.forward(args)
                 values = dict(zip(self._model.outputs, (np.array(o.read()) for o in outs)))
+            values = {
+                n: v.astype(self._dtypes[n], copy=False) if v.dtype.kind in "iu" else v for n, v in values.items()
+            }
         except Exception as exc:
             raise BackendError(f"mnn failed: {exc}") from exc
         return [values[n] for n in output_names]
@@ -69,7 +75,7 @@ class MnnSession:
         for name, value in feeds.items():
             tensor = interpreter.getSessionInput(session, self._model.inputs[name])
             host = MNN.Tensor(
-                tuple(value.shape), tensor.getDataType(), np.ascontiguousarray(value), MNN.Tensor_DimensionType_Caffe
+                tuple(value.shape), tensor.getDataType(), _mnn_array(value), MNN.Tensor_DimensionType_Caffe
             )
             tensor.copyFrom(host)
         started: dict[str, float] = {}
@@ -86,14 +92,14 @@ class MnnSession:
         out = []
         for name in output_names:
             tensor = interpreter.getSessionOutput(session, self._model.outputs[name])
-            out.append(np.array(tensor.getNumpyData()).copy())
+            out.append(_declared(np.array(tensor.getNumpyData()).copy(), self._dtypes[name]))
         return out
 
     def share(self, array: np.ndarray) -> Any:
         return array
 
     def clone(self) -> MnnSession:
-        return MnnSession(self._path, self._model, self._settings, self._profiling)
+        return MnnSession(self._path, self._model, self._settings, self._profiling, self._dtypes)
 
     def profile(self) -> list[OpTime]:
         if not self._profiling:
@@ -103,6 +109,28 @@ class MnnSession:
     def describe(self) -> str:
         threads, precision = self._settings["numThread"], self._settings["precision"]
         return f"mnn {importlib.metadata.version('MNN')} (CPU, {threads} threads, {precision} precision)"
+
+
+def _const(F: Any, value: np.ndarray) -> Any:  # noqa: N803 (MNN's own name for its expr module)
+    """An MNN constant; its dtype is given, else F.const takes only float32."""
+    kinds = {"float32": F.float, "int32": F.int, "uint8": F.uint8}
+    if value.dtype.name not in kinds:
+        raise BackendError(f"MNN takes float32, int32 (int64 when it fits) or uint8 inputs, got {value.dtype}")
+    return F.const(value, list(value.shape), F.NCHW, kinds[value.dtype.name])
+
+
+def _declared(value: np.ndarray, dtype: str) -> np.ndarray:
+    return value.astype(dtype, copy=False) if value.dtype.kind in "iu" else value
+
+
+def _mnn_array(value: np.ndarray) -> np.ndarray:
+    """MNN has no 64-bit integers (its converter makes the graph's int64 int32): token ids go in as int32,
+    when they fit."""
+    if value.dtype == np.int64:
+        if value.size and (value.max() > np.iinfo(np.int32).max or value.min() < np.iinfo(np.int32).min):
+            raise BackendError("MNN computes integers in int32; an int64 input holds values beyond its range")
+        return np.ascontiguousarray(value, dtype=np.int32)
+    return np.ascontiguousarray(value)
 
 
 class MnnBackend:
@@ -136,7 +164,8 @@ class MnnBackend:
             "precision": _PRECISION[config.precision],
         }
         try:
-            return MnnSession(folder / model.files[0], model, settings, config.profile)
+            dtypes = {s.name: s.dtype for s in package.signature.outputs}
+            return MnnSession(folder / model.files[0], model, settings, config.profile, dtypes)
         except Exception as exc:
             raise BackendError(f"{folder}: MNN could not load the model: {exc}") from exc
 

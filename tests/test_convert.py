@@ -342,9 +342,9 @@ def test_onnx_opset_conversion(tmp_path, mlp_onnx):
 
 
 def test_unknown_source_type(tmp_path):
-    (tmp_path / "model.tflite").write_bytes(b"x")
+    (tmp_path / "model.bin").write_bytes(b"x")
     with pytest.raises(ConversionError, match="cannot tell the framework"):
-        ferry.convert(tmp_path / "model.tflite", tmp_path / "out")
+        ferry.convert(tmp_path / "model.bin", tmp_path / "out")
     with pytest.raises(ConversionError, match="no such file"):
         ferry.convert(tmp_path / "nope.onnx", tmp_path / "out")
 

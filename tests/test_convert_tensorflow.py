@@ -74,6 +74,13 @@ def test_errors_say_what_went_wrong_and_write_nothing(tf_dir, tmp_path, source, 
     assert not (tmp_path / "pkg").exists()
 
 
+def test_a_broken_file_gets_tensorflows_reason(tmp_path):
+    (tmp_path / "model.tflite").write_bytes(b"x")
+    with pytest.raises(ConversionError, match="model.tflite: TensorFlow: ValueError: Model provided must have at least"):
+        ferry.convert(tmp_path / "model.tflite", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_converts_a_saved_model_with_its_signature(tf_dir, tmp_path, capsys):
     out = tmp_path / "pkg"
     assert main(["convert", str(tf_dir / "module_saved_model"), "-o", str(out), "--signature", "predict"]) == 0

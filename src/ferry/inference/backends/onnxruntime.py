@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 class OrtSession:
     backend = "onnxruntime"
 
-    def __init__(self, sess: Any, providers: list[str], profiling: bool):
+    def __init__(self, sess: Any, providers: list[str], profiling: bool, fused: dict[str, int] | None = None):
         self._sess = sess
+        self._fused = fused or {}
         # InferenceSession.run re-checks input names (ferry already did) and retries failed GPU runs on CPU.
         # On CPU alone there is nothing to retry, so call the bound C++ run directly: 2-3 us less per call.
         cpu_only = providers == ["CPUExecutionProvider"]
@@ -69,7 +70,10 @@ class OrtSession:
             return self._profile_rows
 
     def describe(self) -> str:
-        return f"onnxruntime {_version()} ({', '.join(self._providers)})"
+        fused = (
+            f"; transformer fusions: {', '.join(f'{op} {n}' for op, n in self._fused.items())}" if self._fused else ""
+        )
+        return f"onnxruntime {_version()} ({', '.join(self._providers)}{fused})"
 
 
 @cache
@@ -119,11 +123,31 @@ class OrtBackend(EngineBackend):
         if config.profile:
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"ferry-ort-{os.getpid()}")
+        path, fused = _model_path(config)
         try:
-            sess = ort.InferenceSession(str(package.model_path), so, providers=providers)
+            sess = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as exc:
-            raise BackendError(f"{package.model_path}: onnxruntime could not load the model: {exc}") from exc
-        return OrtSession(sess, [p if isinstance(p, str) else p[0] for p in providers], config.profile)
+            raise BackendError(f"{path}: onnxruntime could not load the model: {exc}") from exc
+        return OrtSession(sess, [p if isinstance(p, str) else p[0] for p in providers], config.profile, fused)
+
+
+def _model_path(config: Config) -> tuple[Any, dict[str, int]]:
+    """The package's graph, or ORT's transformer-fused one where it fuses attention (made once, recorded
+    in the package; see `ferry/exporters/ort_fusion.py`): (path, what was fused)."""
+    package = config.package
+    if not (config.ir_optim and config.transformer_fusion and config.device == "cpu" and package.root is not None):
+        return package.model_path, {}
+    from ferry.errors import ConversionError
+    from ferry.exporters.engine_files import engine_files
+    from ferry.exporters.ort_fusion import looks_like_transformer
+
+    if "onnxruntime-fused" not in package.manifest.engines and not looks_like_transformer(package):
+        return package.model_path, {}
+    try:
+        folder, model = engine_files(package, "onnxruntime-fused")
+    except ConversionError:
+        return package.model_path, {}
+    return folder / model.files[0], model.options.get("fused", {})
 
 
 def _providers(config: Config, available: list[str]) -> list[Any]:

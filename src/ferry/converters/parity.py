@@ -79,6 +79,7 @@ def compare(
         err = np.where(np.isnan(err), np.inf, err)
         max_abs = float(err.max()) if err.size else 0.0
         meaningful = np.abs(w) > atol
+        meaningful &= np.isfinite(w)
         max_rel = float((err[meaningful] / np.abs(w[meaningful])).max()) if meaningful.any() else 0.0
         diffs.append(OutputDiff(name, max_abs, max_rel))
         scale = np.where(np.isfinite(w), np.abs(w), 0.0)  # an infinite source value bounds nothing
@@ -86,10 +87,12 @@ def compare(
             failures.append(f"{name}: max abs diff {max_abs:.3g} > atol {atol:g} + rtol {rtol:g} * |source|")
     report = ParityReport(model, tuple(diffs), atol, rtol)
     if failures:
-        raise ParityError(
+        error = ParityError(
             f"model {model!r}: converted outputs differ from the source: {'; '.join(failures)} "
             "(raise the tolerance with --atol/--rtol if this is expected)"
         )
+        error.failures = failures  # what differs, for callers that word the error their own way
+        raise error
     return report
 
 

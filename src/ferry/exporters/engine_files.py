@@ -70,7 +70,10 @@ def _convert_and_check(package: ModelPackage, engine: str, scratch: Path, option
     try:
         report = engine_check.check(package, scratch, model, *engine_check.PARITY)
     except ParityError as exc:
-        raise ConversionError(f"{engine} computes something else than ONNX Runtime on made-up inputs: {exc}") from None
+        raise ConversionError(
+            f"{engine} runs {package.name!r} but computes something else than ONNX Runtime on made-up inputs: "
+            + "; ".join(exc.failures)
+        ) from None
     model.options["checked_max_abs"] = report.max_abs
     return model
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry.converters.parity import ParityReport
-from ferry.errors import ConversionError
+from ferry.errors import ConversionError, ParityError
 from ferry.exporters import engine_check
 from ferry.exporters.device import EngineModel
 from ferry.package import ModelPackage, load
@@ -81,7 +81,13 @@ def export_target(
         (staging / RECORD).write_text(json.dumps({"signature": pkg.signature.to_dict(), **model.to_dict()}, indent=2))
         exact = not (fp16 or int8)  # fp16/int8 weights: the difference is reported, not held to fp32's bound
         bounds = engine_check.PARITY if exact else (float("inf"), float("inf"))
-        parity = engine_check.check(pkg, staging, model, *bounds)
+        try:
+            parity = engine_check.check(pkg, staging, model, *bounds)
+        except ParityError as exc:
+            raise ConversionError(
+                f"{target} runs the written files, but its outputs differ from the package's on ONNX Runtime "
+                f"beyond fp32's bound (atol {bounds[0]:g}, rtol {bounds[1]:g}): {'; '.join(exc.failures)}"
+            ) from None
         operators = []
         if target == "ort":
             from ferry.exporters import ort_format
@@ -97,7 +103,8 @@ def export_target(
 
 
 def takes(package: ModelPackage, target: str, shapes: dict[str, list[int]] | None = None) -> bool:
-    """Whether `target`'s converter takes the model (converted into a scratch folder, then dropped)."""
+    """Whether `target` takes the model: converts it and computes the same outputs (in a scratch folder,
+    then dropped)."""
     with tempfile.TemporaryDirectory(prefix="ferry-try-") as tmp:
         try:
             if target == "numpy":
@@ -105,7 +112,8 @@ def takes(package: ModelPackage, target: str, shapes: dict[str, list[int]] | Non
 
                 export_lite(package.root or package.model_path, Path(tmp) / "m.flite", optimize=False)
             else:
-                _convert(package, Path(tmp), target, False, False, shapes)
+                model = _convert(package, Path(tmp), target, False, False, shapes)
+                engine_check.check(package, Path(tmp), model, *engine_check.PARITY)
         except Exception:  # noqa: BLE001 (any failure means: not this target)
             return False
     return True

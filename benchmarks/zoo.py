@@ -52,6 +52,13 @@ NOTES = [
     "web: the package exported with `ferry export web` and run by ferry.js on onnxruntime-web (wasm, "
     "2 threads, cross-origin isolated) in headless chromium; its latency is the page's own clock. "
     "onnxruntime-web's wasm build carries the `ai.onnx.ml` and string operators, so scikit-learn models run there.",
+    "ncnn (through pnnx) and MNN are the device engines: each converts the package once (recorded in it), runs "
+    "the result in a child process first, and is refused when it crashes or computes something else than "
+    "ONNX Runtime (fp32 bound: 1e-4 + 1e-3 x |ONNX Runtime's|). pnnx leaves the attention-mask code of "
+    "transformers' text exports (torch.where, logical_and, Tensor.to) as layers ncnn does not have; MNN "
+    "converts them but its results differ; both run the vision transformers. ncnn converts a model with named "
+    "dimensions at the first call's shapes (here: the batch-1 inputs of the table). ncnn crashed (SIGSEGV) on "
+    "Keras' EfficientNet-B0 and gave NaN on transformers' EfficientNet: both are refused, not served.",
     "Parity is against the source framework (torch, Paddle Inference, scikit-learn, Keras on torch, "
     "TensorFlow, or ONNX Runtime on the original file); random-weight CNNs from paddle.vision give tiny outputs, hence "
     "differences like 1e-22.",

@@ -219,12 +219,12 @@ def test_an_engine_that_crashes_on_its_converted_model_takes_only_a_child_proces
     inp = keras.Input((16, 16, 3))
     x = keras.layers.Normalization(mean=[0.4] * 3, variance=[0.2] * 3)(keras.layers.Rescaling(1 / 255)(inp))
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
-    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    model = keras.Model(inp, keras.layers.Dense(3, name="scores")(keras.layers.GlobalAveragePooling2D()(x)))
     package = ferry.convert(model, tmp_path / "k", example_inputs=np.zeros((2, 16, 16, 3), np.float32)).package
     with pytest.raises(UnsupportedModelError, match=r"ncnn crashed \(SIGSEGV\) running"):
         predictor(package, "ncnn")
     assert "ncnn" not in ferry.load(package.root).manifest.engines  # nothing recorded
-    assert predictor(package, "mnn").predict(np.zeros((1, 16, 16, 3), np.float32))["dense"].shape == (1, 3)
+    assert predictor(package, "mnn").predict(np.zeros((1, 16, 16, 3), np.float32))["scores"].shape == (1, 3)
 
 
 def test_bench_leaves_out_an_engine_that_cannot_take_the_model_and_says_why(bert, tmp_path):

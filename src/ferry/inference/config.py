@@ -124,7 +124,7 @@ class Config:
             ("precision", self.precision),
             ("cpu threads", "engine default" if self.cpu_threads is None else str(self.cpu_threads)),
             ("ir optim", "on" if self.ir_optim else "off"),
-            ("transformer fusion", "on" if self.ir_optim and self.transformer_fusion else "off"),
+            ("ort fusion", "on" if self.ir_optim and self.transformer_fusion else "off"),
             ("memory optim", "on" if self.memory_optim else "off"),
             ("spinning", "on" if self.spinning else "off"),
             ("profile", "on" if self.profile else "off"),

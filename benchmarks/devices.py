@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
+    args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for key in args.models.split(","):
         bm = BUILDERS[key](args.work)

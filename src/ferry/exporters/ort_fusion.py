@@ -70,7 +70,7 @@ def convert(package: ModelPackage, out: Path) -> EngineModel:
     # right padding and gave 0.011 off on a tiny BERT with a mask of scattered zeros; the raw one 7e-7.
     options = FusionOptions("bert")
     options.use_raw_attention_mask(True)
-    logging.disable(logging.WARNING)  # its modules log under their own names, warnings included
+    logging.disable(logging.WARNING)  # its modules log under their own names, at INFO and WARNING
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             # opt_level 0: ORT's own graph optimizations still run when the session loads the result
@@ -78,15 +78,16 @@ def convert(package: ModelPackage, out: Path) -> EngineModel:
                 str(package.model_path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0,
                 optimization_options=options,
             )  # fmt: skip
+            counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
+            if any(counts.get(op) for op in ATTENTION):
+                out.mkdir(parents=True, exist_ok=True)
+                fused.save_model_to_file(str(out / MODEL))
     except Exception as exc:  # noqa: BLE001 (its pattern matchers raise on graphs they were not written for)
         raise ConversionError(f"ONNX Runtime's transformer optimizer failed: {type(exc).__name__}: {exc}") from None
     finally:
         logging.disable(logging.NOTSET)
-    counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
     if not any(counts.get(op) for op in ATTENTION):
         raise ConversionError(f"ONNX Runtime's transformer optimizer fused no attention in {package.name!r}")
-    out.mkdir(parents=True, exist_ok=True)
-    fused.save_model_to_file(str(out / MODEL))
     names = package.signature
     return EngineModel(
         engine="onnxruntime-fused",

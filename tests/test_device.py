@@ -14,7 +14,7 @@ import pytest
 import ferry
 from conftest import tiny_bert_package, torch_cnn_package
 from ferry.cli import main
-from ferry.errors import BackendError, ChecksumError, ConfigError, ConversionError, UnsupportedModelError
+from ferry.errors import ChecksumError, ConfigError, ConversionError, UnsupportedModelError
 from ferry.exporters.targets import export_target, takes
 
 ENGINES = ["ncnn", "mnn"]
@@ -98,11 +98,7 @@ def test_mnn_profiles_per_op_and_ncnn_says_it_cannot(cnn):
         q.profile()
 
 
-@pytest.mark.parametrize(
-    "engine,message",
-    [("ncnn", "ncnn has no layer for 4 op(s) of 'bert': Tensor.to at layer"),
-     ("mnn", "mnn runs 'bert' but computes something else than ONNX Runtime on made-up inputs: hidden: max abs")],
-)  # fmt: skip
+@pytest.mark.parametrize("engine,message", [("ncnn", "ncnn has no layer for 4 op(s) of 'bert': Tensor.to at layer")])
 def test_a_model_the_engine_cannot_take_says_why(bert, engine, message, tmp_path):
     import shutil
 
@@ -114,7 +110,19 @@ def test_a_model_the_engine_cannot_take_says_why(bert, engine, message, tmp_path
     assert message in str(info.value)
 
 
-def test_ncnn_converts_at_the_first_calls_shapes_and_holds_later_calls_to_them(tmp_path):
+def test_an_engine_that_computes_a_little_differently_is_served_with_a_warning(bert, tmp_path, caplog):
+    """MNN's masked attention on the tiny BERT: 0.005 off on the made-up check (within REFUSE, beyond fp32's
+    PARITY). Served, with a warning that says so; the export says it too."""
+    import shutil
+
+    copy = ferry.load(shutil.copytree(bert.root, tmp_path / "bert"))
+    predictor(copy, "mnn")
+    assert "mnn runs 'bert'" in caplog.text and "beyond fp32's 1e-4 + 1e-3 x |x|" in caplog.text
+    result = export_target(copy, tmp_path / "out", "mnn")
+    assert not result.exact and "beyond fp32's bound" in result.summary()
+
+
+def test_ncnn_converts_at_the_first_calls_shapes_and_again_for_others(tmp_path, caplog):
     import rapidocr_onnxruntime
 
     source = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
@@ -127,10 +135,12 @@ def test_ncnn_converts_at_the_first_calls_shapes_and_holds_later_calls_to_them(t
         np.testing.assert_allclose(got[name], want[name], atol=1e-4)
     (image,), (out,) = package.signature.input_names, package.signature.output_names
     assert ferry.load(package.root).manifest.engines["ncnn"]["shapes"] == {image: [1, 3, 48, 192]}
-    with pytest.raises(BackendError, match="at the shapes it was converted at"):
-        p.predict(x[:, :, :, :96])
+    narrow = p.predict(x[:, :, :, :96])  # other shapes: converted again (a bench at made-up sizes must not pin it)
+    np.testing.assert_allclose(narrow[out], predictor(package, "onnxruntime").predict(x[:, :, :, :96])[out], atol=1e-4)
+    assert f"converting {package.name!r} again for the shapes" in caplog.text
+    assert ferry.load(package.root).manifest.engines["ncnn"]["shapes"] == {image: [1, 3, 48, 96]}
     again = predictor(package, "ncnn")  # a new predictor loads the recorded conversion
-    np.testing.assert_allclose(again.predict(x[:1])[out], want[out][:1], atol=1e-4)
+    np.testing.assert_allclose(again.predict(x[:1, :, :, :96])[out], narrow[out][:1], atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -181,9 +191,8 @@ def test_fp16_and_int8_weights_shrink_the_mnn_file(cnn, tmp_path):
 @pytest.mark.parametrize(
     "target,options,message",
     [
-        ("ncnn", {}, "Targets that take 'bert': ort, numpy"),
+        ("ncnn", {}, "Targets that take 'bert': mnn, ort, numpy"),
         ("ncnn", {"shapes": {"input_ids": [1, 16], "attention_mask": [1, 16]}}, "torch.where at layer"),
-        ("mnn", {}, "mnn runs the written files, but its outputs differ from the package's on ONNX Runtime"),
         ("ncnn", {"int8": True}, "ncnn2int8"),
         ("ort", {"fp16": True}, "keeps the package's precision"),
         ("ncnn", {"shapes": {"ids": [1, 4]}}, "the model's inputs are ['input_ids', 'attention_mask']"),
@@ -199,7 +208,7 @@ def test_export_errors_name_the_op_and_the_targets_that_work(bert, tmp_path, tar
 
 def test_takes_tells_which_targets_convert(cnn, bert):
     assert [t for t in ("ncnn", "mnn", "ort", "numpy") if takes(cnn, t)] == ["ncnn", "mnn", "ort", "numpy"]
-    assert [t for t in ("ncnn", "mnn", "ort", "numpy") if takes(bert, t)] == ["ort", "numpy"]
+    assert [t for t in ("ncnn", "mnn", "ort", "numpy") if takes(bert, t)] == ["mnn", "ort", "numpy"]
 
 
 def test_bench_tune_measures_the_device_engines_and_auto_follows(cnn, capsys):
@@ -233,7 +242,6 @@ def test_bench_leaves_out_an_engine_that_cannot_take_the_model_and_says_why(bert
     from ferry.bench import measure_each
 
     copy = ferry.load(shutil.copytree(bert.root, tmp_path / "bert"))
-    results, skipped = measure_each(copy, ["onnxruntime", "ncnn", "mnn"], [1], [1], runs=2, warmup=1)
+    results, skipped = measure_each(copy, ["onnxruntime", "ncnn"], [1], [1], runs=2, warmup=1)
     assert {m.backend for m in results} == {"onnxruntime"}
-    assert set(skipped) == {"ncnn", "mnn"}
-    assert "torch.where at layer" in skipped["ncnn"] and "computes something else" in skipped["mnn"]
+    assert set(skipped) == {"ncnn"} and "torch.where at layer" in skipped["ncnn"]

@@ -13,6 +13,7 @@ turn it on.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ import numpy as np
 
 from ferry.errors import BackendError, BackendUnavailableError, ConfigError, ConversionError, UnsupportedModelError
 from ferry.inference.backends.base import OpTime
+
+log = logging.getLogger("ferry")
 
 if TYPE_CHECKING:
     from ferry.exporters.device import EngineModel
@@ -35,6 +38,7 @@ class NcnnSession:
         self._model = model
         self._out_shapes = out_shapes  # per-sample shapes of each output (the package's, batch axis off)
         self._describe = describe
+        self.shapes = model.shapes  # the input shapes it was converted at
 
     def run(self, feeds: dict[str, Any], output_names: list[str]) -> list[np.ndarray]:
         import ncnn
@@ -79,7 +83,9 @@ class NcnnSession:
 
 
 class DeferredNcnnSession:
-    """Converts at the first call's shapes (a package with named dimensions past the batch axis)."""
+    """For a package with named dimensions past the batch axis: converts at the first call's shapes, and
+    again (replacing the record, with a warning) when a call comes at other shapes: a bench run at made-up
+    sizes must not pin the package to them."""
 
     backend = "ncnn"
 
@@ -89,17 +95,21 @@ class DeferredNcnnSession:
         self._lock = threading.Lock()
 
     def run(self, feeds: dict[str, Any], output_names: list[str]) -> list[np.ndarray]:
+        shapes = {name: [1, *np.shape(value)[1:]] for name, value in feeds.items()}
         with self._lock:
-            if self._session is None:
-                shapes = {name: [1, *np.shape(value)[1:]] for name, value in feeds.items()}
+            if self._session is None or self._session.shapes != shapes:
+                if self._session is not None:
+                    log.warning("ncnn: converting %r again for the shapes %s (it was converted at %s)",
+                                self._config.package.name, shapes, self._session.shapes)  # fmt: skip
                 self._session = _open(self._config, shapes=shapes)
-        return self._session.run(feeds, output_names)
+            session = self._session
+        return session.run(feeds, output_names)
 
     def share(self, array: np.ndarray) -> Any:
         return array
 
-    def clone(self) -> DeferredNcnnSession | NcnnSession:
-        return self._session or self
+    def clone(self) -> DeferredNcnnSession:
+        return self
 
     def profile(self) -> list[OpTime]:
         raise ConfigError("ncnn's Python binding has no per-layer timing (ncnn's C++ build with NCNN_BENCHMARK does)")
@@ -133,9 +143,7 @@ class NcnnBackend:
             raise BackendUnavailableError("ferry's ncnn backend runs on CPU (ncnn's Vulkan build is not in its wheel)")
         package = config.package
         named = any(isinstance(d, str) for spec in package.signature.inputs for d in spec.shape[1:])
-        if named and "ncnn" not in package.manifest.engines:
-            return DeferredNcnnSession(config)
-        return _open(config)
+        return DeferredNcnnSession(config) if named else _open(config)
 
 
 def _open(config: Config, **options: Any) -> NcnnSession:

@@ -143,13 +143,16 @@ def _number(line: str) -> bool:
     return True
 
 
-def prepare(package: Path, batches: list[int]) -> dict[str, str]:
-    """Convert for ncnn and MNN once (recorded in the package) and tune `auto`; {engine: why it cannot}."""
+def prepare(package: Path, batches: list[int], example: dict[str, np.ndarray]) -> dict[str, str]:
+    """Convert for ncnn and MNN once (recorded in the package) and tune `auto`, at the sizes the timed
+    inputs have (ncnn converts at the shapes it first sees); {engine: why it cannot}."""
     from ferry.bench import measure_each, tuning_record
     from ferry.inference.backends import installed_backends
 
     pkg = ferry.load(package)
-    results, skipped = measure_each(pkg, installed_backends(), batches, [2], "fp32", 3, 10, 1.0)
+    dims = {d: example[s.name].shape[i] for s in pkg.signature.inputs for i, d in enumerate(s.shape)
+            if isinstance(d, str) and i > 0}  # fmt: skip
+    results, skipped = measure_each(pkg, installed_backends(), batches, [2], "fp32", 3, 10, 1.0, dims)
     pkg.save_tuning({**pkg.manifest.tuning, "fp32": tuning_record(results, "fp32")})
     print(f"tuned {pkg.name}: {pkg.manifest.tuning['fp32']['fastest']}", flush=True)
     return skipped
@@ -169,7 +172,7 @@ def main() -> None:
     rows = []
     for key in args.models.split(","):
         bm = BUILDERS[key](args.work)
-        skipped = prepare(bm.package, batches)
+        skipped = prepare(bm.package, batches, bm.feeds(1))
         for batch in batches:
             feeds_file = args.work / f"{key}-devices-b{batch}.npz"
             np.savez(feeds_file, **bm.feeds(batch))

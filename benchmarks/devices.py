@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,9 @@ class Worker:
                 return line.strip() or "exited"
 
     def time(self, seconds: float) -> float:
+        # The engine timed before may still spin its worker threads (OpenMP's block time, ORT's spinning):
+        # let them sleep first, as benchmarks/core.py does.
+        time.sleep(0.2)
         self.proc.stdin.write(f"{seconds}\n")
         self.proc.stdin.flush()
         return float(self._line())
@@ -162,8 +166,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(BUILDERS))
     parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=1.5, help="per engine, setting and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per engine, setting and round")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ferry-bench")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

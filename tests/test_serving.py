@@ -455,6 +455,22 @@ def test_bench_url_drives_the_server(server, capsys):
 # --- hot reload -------------------------------------------------------------------------------------
 
 
+def test_what_a_package_records_as_it_runs_does_not_count_as_a_new_model(tmp_path):
+    """Tuning and the engines' files (made on first use) change ferry.json, not the model."""
+    from ferry.serving.poll import fingerprint
+
+    repo = tmp_path / "repo"
+    package = ferry.save(linear_model(1.0), repo / "linear" / "1", name="linear", version="1")
+    before = fingerprint(repo / "linear")
+    package.save_tuning({"fp32": {"fastest": {"1": "onnxruntime"}}})
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "model.ort").write_bytes(b"ort")
+    package.add_engine("ort", tmp_path / "files", {"engine": "ort", "files": ["model.ort"]})
+    assert fingerprint(repo / "linear") == before
+    ferry.save(linear_model(2.0), repo / "linear" / "1", name="linear", version="1", overwrite=True)
+    assert fingerprint(repo / "linear") != before
+
+
 def test_poll_reload_under_load_loses_no_request(tmp_path):
     repo = tmp_path / "repo"
     ferry.save(linear_model(1.0), repo / "linear" / "1", name="linear", version="1")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -20,15 +21,36 @@ from ferry.serving.registry import Registry
 log = logging.getLogger("ferry.serve")
 
 
+# What a loaded package records about itself as it runs (`ferry bench --tune`, the engines' converted
+# files made on first use) is not a new model: a change there does not reload it.
+RUNTIME_RECORDS = ("tuning", "engines")
+
+
 def fingerprint(folder: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(folder.glob("config.json")) + sorted(folder.glob("[0-9]*/ferry.json")):
         try:
             h.update(str(path.relative_to(folder)).encode())
-            h.update(path.read_bytes())
+            h.update(_content(path))
         except OSError:
             h.update(b"unreadable")
     return h.hexdigest()
+
+
+def _content(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.name != "ferry.json":
+        return data
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        return data
+    if not isinstance(manifest, dict):
+        return data
+    for key in RUNTIME_RECORDS:
+        manifest.pop(key, None)
+    files = {k: v for k, v in manifest.get("files", {}).items() if not str(k).startswith("engines/")}
+    return json.dumps({**manifest, "files": files}, sort_keys=True).encode()
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -54,11 +54,14 @@ NOTES = [
     "onnxruntime-web's wasm build carries the `ai.onnx.ml` and string operators, so scikit-learn models run there.",
     "ncnn (through pnnx) and MNN are the device engines: each converts the package once (recorded in it), runs "
     "the result in a child process first, and is refused when it crashes or computes something else than "
-    "ONNX Runtime (fp32 bound: 1e-4 + 1e-3 x |ONNX Runtime's|). pnnx leaves the attention-mask code of "
-    "transformers' text exports (torch.where, logical_and, Tensor.to) as layers ncnn does not have; MNN "
-    "converts them but its results differ; both run the vision transformers. ncnn converts a model with named "
-    "dimensions at the first call's shapes (here: the batch-1 inputs of the table). ncnn crashed (SIGSEGV) on "
-    "Keras' EfficientNet-B0 and gave NaN on transformers' EfficientNet: both are refused, not served.",
+    "ONNX Runtime (beyond 1e-2 + 1e-2 x |ONNX Runtime's|; beyond fp32's 1e-4 + 1e-3 x |x| it warns). pnnx "
+    "leaves the attention-mask code of transformers' text exports (torch.where, logical_and, Tensor.to) as "
+    "layers ncnn does not have; MNN runs them a little off; both run the vision transformers. ncnn converts "
+    "a model with named dimensions at the first call's shapes (here: the batch-1 inputs of the table). ncnn crashed (SIGSEGV) on "
+    "Keras' EfficientNet-B0: refused, not served. It gives NaN on transformers' EfficientNet for the table's "
+    "inputs while the check's made-up inputs came out right: a check on made-up inputs is not a proof. MNN is "
+    "1.2-1.6e-3 off on the random-weight Paddle CNNs (its Winograd convolutions) and 3-7e-3 on the "
+    "transformers text models' masked attention: served with a warning.",
     "Parity is against the source framework (torch, Paddle Inference, scikit-learn, Keras on torch, "
     "TensorFlow, or ONNX Runtime on the original file); random-weight CNNs from paddle.vision give tiny outputs, hence "
     "differences like 1e-22.",

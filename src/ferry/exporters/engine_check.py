@@ -25,7 +25,8 @@ from ferry.package import ModelPackage, load
 # atol, rtol (|diff| <= atol + rtol * |ONNX Runtime's|). PARITY is fp32's target: an export reports
 # whether it holds, and a backend logs a warning when it does not (MNN, Winograd convolutions, was 1.6e-3
 # off on a random-weight ResNet-18). REFUSE is where an engine computes something else: NaN (ncnn on
-# transformers' EfficientNet) or MNN's 0.06 on BERT's hidden states, and the conversion is refused.
+# transformers' EfficientNet, on some inputs) or MNN's 0.06 on BERT's hidden states, and the conversion
+# is refused. Made-up inputs catch what they catch: ncnn's NaN came on the zoo's inputs and not on these.
 PARITY = (1e-4, 1e-3)
 REFUSE = (1e-2, 1e-2)
 MADE_UP_SIZE = 64  # named dimensions past the batch axis (an image's height and width): PP-OCR's

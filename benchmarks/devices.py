@@ -157,7 +157,7 @@ def prepare(package: Path, batches: list[int], example: dict[str, np.ndarray]) -
     dims = {d: example[s.name].shape[i] for s in pkg.signature.inputs for i, d in enumerate(s.shape)
             if isinstance(d, str) and i > 0}  # fmt: skip
     results, skipped = measure_each(pkg, installed_backends(), batches, [2], "fp32", 3, 10, 1.0, dims)
-    pkg.save_tuning({**pkg.manifest.tuning, "fp32": tuning_record(results, "fp32")})
+    pkg.save_tuning({**pkg.manifest.tuning, "fp32": tuning_record(results, "fp32", package=pkg)})
     print(f"tuned {pkg.name}: {pkg.manifest.tuning['fp32']['fastest']}", flush=True)
     return skipped
 

@@ -245,3 +245,24 @@ def test_bench_leaves_out_an_engine_that_cannot_take_the_model_and_says_why(bert
     results, skipped = measure_each(copy, ["onnxruntime", "ncnn"], [1], [1], runs=2, warmup=1)
     assert {m.backend for m in results} == {"onnxruntime"}
     assert set(skipped) == {"ncnn"} and "torch.where at layer" in skipped["ncnn"]
+
+
+@pytest.mark.parametrize("named,chosen", [(True, "onnxruntime"), (False, "ncnn")])
+def test_auto_is_not_tuned_to_ncnn_for_a_model_with_named_dimensions(cnn, named, chosen, tmp_path):
+    """ncnn converts at fixed shapes: for a page of any size or a crop of any width, every new size would
+    convert again (seconds). `--tune` keeps measuring it, and does not choose it there."""
+    import rapidocr_onnxruntime
+
+    from ferry.bench import Measurement, tuning_record
+
+    if named:
+        source = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+        package = ferry.convert(source, tmp_path / "cls").package  # [batch, 3, height, width]
+    else:
+        package = cnn  # [batch, 3, 32, 32]
+    measured = [
+        Measurement("ncnn", 1, 2, 5, 1.0, 1.0, 1.0, 1.0),
+        Measurement("onnxruntime", 1, 2, 5, 2.0, 2.0, 2.0, 2.0),
+    ]
+    record = tuning_record(measured, "fp32", package=package)
+    assert record["fastest"] == {"1": chosen} and len(record["measured"]) == 2

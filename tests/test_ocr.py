@@ -182,7 +182,8 @@ def test_the_demo_tunes_each_stage_at_its_real_sizes(server, capsys):
     *_, repo = server
     for kind in ("det", "cls", "rec"):
         record = ferry.load(repo / f"ocr_{kind}" / "1").manifest.tuning["fp32"]
-        assert record["fastest"] and set(record["fastest"].values()) <= {"onnxruntime", "openvino"}
+        # ncnn converts at fixed shapes: not chosen for stages whose inputs have named dimensions
+        assert record["fastest"] and set(record["fastest"].values()) <= {"onnxruntime", "openvino", "mnn"}
     args = ["bench", str(repo / "ocr_rec" / "1"), "--backend", "onnxruntime", "--batch", "2", "--runs", "2",
             "--warmup", "1", "--min-seconds", "0", "--dim", "height=48", "--dim", "width=96"]  # fmt: skip
     assert main(args) == 0

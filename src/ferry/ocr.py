@@ -294,7 +294,7 @@ def _tune(package: Path, kind: str) -> None:
     pkg = ferry.load(package)
     batches, dims = TUNE_SHAPES[kind]
     results, _ = measure_each(pkg, installed_backends(), batches, [2], "fp32", 2, 5, 0.3, dims)
-    pkg.save_tuning({**pkg.manifest.tuning, "fp32": tuning_record(results, "fp32")})
+    pkg.save_tuning({**pkg.manifest.tuning, "fp32": tuning_record(results, "fp32", package=pkg)})
     (package.parent / ".tuned").write_text("")  # beside the version folder: not a file of the package
 
 

@@ -98,7 +98,7 @@ def bench(
         console.print(f"wrote {html_path}")
     if tune:
         tuning = dict(pkg.manifest.tuning)
-        tuning[precision] = tuning_record(results, precision)
+        tuning[precision] = tuning_record(results, precision, package=pkg)
         pkg.save_tuning(tuning)
         console.print(f"recorded for backend 'auto' ({precision}): {tuning[precision]['fastest']}")
 

@@ -331,36 +331,7 @@ KERAS = [
 
 # --- TensorFlow (built and saved in a child process, converted through tf2onnx) --------------------------
 
-TF_SAVE = """
-import os, sys
-os.environ["KERAS_BACKEND"] = "tensorflow"
-import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-kind, out = sys.argv[1], sys.argv[2]
-tf.keras.utils.set_random_seed(0)
-if kind == "saved_model":
-    model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
-    model.export(out, verbose=False)
-elif kind == "graphdef":
-    model = tf.keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
-    spec = tf.TensorSpec([None, 64, 64, 3], tf.float32, name="image")
-    frozen = convert_variables_to_constants_v2(tf.function(lambda x: model(x)).get_concrete_function(spec))
-    open(out, "wb").write(frozen.graph.as_graph_def().SerializeToString())
-elif kind == "tflite":
-    model = tf.keras.applications.EfficientNetB0(weights=None, input_shape=(64, 64, 3))
-    open(out, "wb").write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-else:
-    class Ranker(tf.Module):
-        def __init__(self):
-            self.embed = tf.Variable(tf.random.normal([50, 16]))
-            self.dense = tf.Variable(tf.random.normal([16, 1]))
-        @tf.function(input_signature=[tf.TensorSpec([None, 12], tf.int64, name="item_ids")])
-        def serve(self, item_ids):
-            pooled = tf.reduce_mean(tf.nn.embedding_lookup(self.embed, item_ids), axis=1)
-            return {"score": tf.sigmoid(tf.matmul(pooled, self.dense))}
-    ranker = Ranker()
-    tf.saved_model.save(ranker, out, signatures=ranker.serve)
-"""
+TF_SAVE = Path(__file__).with_name("zoo_tf_save.py")  # run in a child: TensorFlow stays out of the zoo's process
 
 
 def _tensorflow(name: str, kind: str, file: str) -> ZooModel:
@@ -368,7 +339,7 @@ def _tensorflow(name: str, kind: str, file: str) -> ZooModel:
         source = root / f"{name}-tf" / file
         source.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        subprocess.run([sys.executable, "-c", TF_SAVE, kind, str(source)], check=True, capture_output=True, env=env)
+        subprocess.run([sys.executable, str(TF_SAVE), kind, str(source)], check=True, capture_output=True, env=env)
         return ferry.convert(source, root / name, name=name)
 
     return ZooModel(name, "tensorflow", build)

@@ -16,7 +16,7 @@ FIXED_SHAPES = {"ncnn"}
 
 def fastest_per_batch(measurements: list[Measurement], package: ModelPackage | None = None) -> dict[int, Measurement]:
     """The setting with the lowest median per batch size: what `auto` will run."""
-    named = package is not None and any(isinstance(d, str) for spec in package.signature.inputs for d in spec.shape[1:])
+    named = package is not None and bool(package.signature.named_inner_dims)
     best: dict[int, Measurement] = {}
     for m in measurements:
         if named and m.backend in FIXED_SHAPES:

@@ -135,13 +135,6 @@ def attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-def rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name == old:
-                node.input[i] = new
-
-
 def remove(graph: onnx.GraphProto, doomed: list[onnx.NodeProto]) -> None:
     """Delete these nodes (live references into graph.node) in place; other references stay valid."""
     ids = {id(n) for n in doomed}
@@ -164,15 +157,6 @@ def replace(
     remove(graph, doomed)
     graph.node.insert(at - before, node)
     return graph.node[at - before]
-
-
-def exhaust(rewrite, model: onnx.ModelProto, index: Index) -> int:
-    """Call `rewrite(model, index)` (one change per call through `index`, True when it made one) until it
-    finds nothing more; how many changes it made."""
-    count = 0
-    while rewrite(model, index):
-        count += 1
-    return count
 
 
 def set_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:

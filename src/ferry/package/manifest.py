@@ -56,6 +56,12 @@ class Signature:
     def output_names(self) -> list[str]:
         return [s.name for s in self.outputs]
 
+    @property
+    def named_inner_dims(self) -> set[str]:
+        """Names of the inputs' dimensions past the batch axis (an image's height and width, a sequence):
+        what an engine that converts at fixed shapes has to be told."""
+        return {d for s in self.inputs for d in s.shape[1:] if isinstance(d, str)}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "inputs": [s.to_dict() for s in self.inputs],

@@ -38,18 +38,15 @@ class NcnnSession:
         self._model = model
         self._out_shapes = out_shapes  # per-sample shapes of each output (the package's, batch axis off)
         self._describe = describe
-        self.shapes = model.shapes  # the input shapes it was converted at
+
+    @property
+    def shapes(self) -> dict[str, list[int]]:
+        """The input shapes it was converted at."""
+        return self._model.shapes
 
     def run(self, feeds: dict[str, Any], output_names: list[str]) -> list[np.ndarray]:
         import ncnn
 
-        for name, value in feeds.items():
-            fixed = self._model.shapes.get(name)
-            if fixed and list(np.shape(value)[1:]) != fixed[1:]:
-                raise BackendError(
-                    f"ncnn runs this model at the shapes it was converted at: {name!r} [batch, {fixed[1:]}], "
-                    f"got {list(np.shape(value))}; `ferry export lite --target ncnn --shape` converts for others"
-                )
         batch = len(next(iter(feeds.values())))
         per_output: dict[str, list[np.ndarray]] = {n: [] for n in output_names}
         try:
@@ -142,8 +139,7 @@ class NcnnBackend:
         if config.device != "cpu":
             raise BackendUnavailableError("ferry's ncnn backend runs on CPU (ncnn's Vulkan build is not in its wheel)")
         package = config.package
-        named = any(isinstance(d, str) for spec in package.signature.inputs for d in spec.shape[1:])
-        return DeferredNcnnSession(config) if named else _open(config)
+        return DeferredNcnnSession(config) if package.signature.named_inner_dims else _open(config)
 
 
 def _open(config: Config, **options: Any) -> NcnnSession:

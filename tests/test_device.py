@@ -188,12 +188,85 @@ def test_fp16_and_int8_weights_shrink_the_mnn_file(cnn, tmp_path):
     assert sizes["fp16"] < 0.7 * sizes["fp32"] and sizes["int8"] < 0.5 * sizes["fp32"]
 
 
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    """Calibration images for the CNN, as `ferry quantize` takes them (.npz named like the input)."""
+    path = tmp_path_factory.mktemp("calib") / "calib.npz"
+    np.savez(path, image=np.random.default_rng(5).standard_normal((24, 3, 32, 32)).astype(np.float32))
+    return path
+
+
+def run_written(target, folder, x):
+    """The written files alone in the engine's own binding, one sample at a time."""
+    outs = []
+    if target == "ncnn":
+        import ncnn
+
+        net = ncnn.Net()
+        assert net.load_param(str(folder / "model.ncnn.param")) == 0
+        assert net.load_model(str(folder / "model.ncnn.bin")) == 0
+        for sample in x:
+            ex = net.create_extractor()
+            ex.input("in0", ncnn.Mat(np.ascontiguousarray(sample)))
+            outs.append(np.array(ex.extract("out0")[1]).reshape(-1))
+    else:
+        import MNN
+
+        module = MNN.nn.load_module_from_file(str(folder / "model.mnn"), ["image"], ["logits"])
+        for sample in x:
+            value = MNN.expr.const(sample[None], list(sample[None].shape), MNN.expr.NCHW)
+            outs.append(np.array(module.forward([value])[0].read()).reshape(-1))
+    return np.stack(outs)
+
+
+@pytest.mark.parametrize("target", ENGINES)
+def test_int8_from_calibration_data_runs_int8_layers_close_to_float(cnn, calib, tmp_path, capsys, target):
+    out = tmp_path / target
+    args = ["export", "lite", str(cnn.root), "-o", str(out), "--target", target, "--int8", "--calib", str(calib)]
+    assert main([*args, "--calib-size", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "calibration on 16 samples" in printed and "on 16 calibration samples" in printed
+    float_size = export_target(cnn, tmp_path / "fp32", target).sizes
+    record = json.loads((out / "engine.json").read_text())
+    assert record["options"]["int8"]["samples"] == 16
+    model_file = record["files"][-1]  # the weights: model.ncnn.bin, model.mnn
+    assert (out / model_file).stat().st_size < 0.8 * float_size[model_file]
+    if target == "ncnn":  # ncnn's int8 layers: int8_scale_term on each convolution and the linear layer
+        lines = (out / "model.ncnn.param").read_text().splitlines()
+        assert sum(" 8=2" in line for line in lines if line.startswith(("Convolution", "InnerProduct"))) == 3
+    x = np.random.default_rng(6).standard_normal((12, 3, 32, 32)).astype(np.float32)  # not the calibration set
+    want = predictor(cnn, "onnxruntime").predict(x)["logits"]
+    got, fp32 = run_written(target, out, x), run_written(target, tmp_path / "fp32", x)
+    np.testing.assert_allclose(fp32, want, atol=1e-4)
+    err = np.abs(got - want).max()
+    assert 1e-5 < err < 0.1 * np.abs(want).max()  # int8 arithmetic: not float's, and close to it
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.75
+
+
+def test_int8_ncnn_converts_at_the_calibration_shapes_and_says_when_they_differ(tmp_path):
+    import rapidocr_onnxruntime
+
+    source = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    package = ferry.convert(source, tmp_path / "cls").package  # input [batch, 3, height, width] (named)
+    name = package.signature.input_names[0]
+    np.savez(tmp_path / "c.npz", **{name: np.random.default_rng(1).uniform(-1, 1, (8, 3, 48, 96)).astype(np.float32)})
+    result = export_target(package, tmp_path / "out", "ncnn", int8=True, calib=tmp_path / "c.npz")
+    assert result.model.shapes == {name: [1, 3, 48, 96]} and result.model.options["int8"]["layers"] > 10
+    with pytest.raises(ConversionError, match=r"samples of .* are \[3, 48, 96\], ncnn converted the model at"):
+        export_target(
+            package, tmp_path / "o2", "ncnn", int8=True, calib=tmp_path / "c.npz", shapes={name: [1, 3, 48, 192]}
+        )
+    with pytest.raises(ConversionError, match="calibration data is for int8: add --int8"):
+        export_target(package, tmp_path / "o3", "mnn", calib=tmp_path / "c.npz")
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
 @pytest.mark.parametrize(
     "target,options,message",
     [
         ("ncnn", {}, "Targets that take 'bert': mnn, ort, numpy"),
         ("ncnn", {"shapes": {"input_ids": [1, 16], "attention_mask": [1, 16]}}, "torch.where at layer"),
-        ("ncnn", {"int8": True}, "ncnn2int8"),
+        ("ncnn", {"int8": True}, "needs calibration data: --calib"),
         ("ort", {"fp16": True}, "keeps the package's precision"),
         ("ncnn", {"shapes": {"ids": [1, 4]}}, "the model's inputs are ['input_ids', 'attention_mask']"),
     ],

@@ -19,7 +19,12 @@ def export() -> None:
 @click.option("--target", type=click.Choice(["numpy", "ncnn", "mnn", "ort"]), default="numpy", show_default=True,
               help="The engine on the device: ferry's numpy engine, ncnn, MNN, or ONNX Runtime Mobile.")  # fmt: skip
 @click.option("--int8", is_flag=True,
-              help="numpy: per-channel int8 weights; mnn: int8 weights (4x smaller files, float compute).")  # fmt: skip
+              help="numpy: per-channel int8 weights; mnn: int8 weights (4x smaller files, float compute); "
+                   "ncnn, mnn with --calib: int8 weights and activations.")  # fmt: skip
+@click.option("--calib", type=click.Path(exists=True, path_type=Path),
+              help="ncnn, mnn: calibration data for --int8 (.npz, .jsonl, image folder with labels.txt).")  # fmt: skip
+@click.option("--calib-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="How many calibration samples to use.")  # fmt: skip
 @click.option("--fp16", is_flag=True, help="ncnn, mnn: store the weights in half precision.")
 @click.option("--shape", "shapes", multiple=True, metavar="INPUT=1x3x224x224",
               help="ncnn: the input shape to convert at (needed where an input has named dimensions).")  # fmt: skip
@@ -27,8 +32,8 @@ def export() -> None:
 @click.option("--no-optimize", is_flag=True, help="numpy: skip the graph optimizer.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="numpy: the batch size the memory plan is made for.")  # fmt: skip
-def lite(package: Path, out: Path, target: str, int8: bool, fp16: bool, shapes: tuple[str, ...], bundle: bool,
-         no_optimize: bool, batch: int) -> None:  # fmt: skip
+def lite(package: Path, out: Path, target: str, int8: bool, calib: Path | None, calib_size: int, fp16: bool,
+         shapes: tuple[str, ...], bundle: bool, no_optimize: bool, batch: int) -> None:  # fmt: skip
     """Write PACKAGE for a device engine, run the result here and print its parity with the package.
 
     numpy: ferry's lite file (graph in execution order, memory plan, memory-mapped weights), runs wherever
@@ -38,15 +43,16 @@ def lite(package: Path, out: Path, target: str, int8: bool, fp16: bool, shapes: 
     if target == "numpy":
         from ferry.exporters.lite import export_lite
 
-        if fp16 or shapes:
-            raise click.UsageError("--fp16 and --shape are for the ncnn, mnn and ort targets")
+        if fp16 or shapes or calib:
+            raise click.UsageError("--fp16, --shape and --calib are for the ncnn, mnn and ort targets")
         result = export_lite(package, out, int8=int8, bundle=bundle, optimize=not no_optimize, batch=batch)
     else:
         from ferry.exporters.targets import export_target
 
         if bundle:
             raise click.UsageError("--bundle is for the numpy target")
-        result = export_target(package, out, target, fp16=fp16, int8=int8, shapes=_shapes(shapes))
+        result = export_target(package, out, target, fp16=fp16, int8=int8, calib=calib, calib_size=calib_size,
+                               shapes=_shapes(shapes), progress=True)  # fmt: skip
     click.echo(result.summary())
 
 

@@ -92,6 +92,7 @@ def compare(
             "(raise the tolerance with --atol/--rtol if this is expected)"
         )
         error.failures = failures  # what differs, for callers that word the error their own way
+        error.report = report
         raise error
     return report
 

@@ -3,17 +3,28 @@
 MNN's `mnnconvert` script imports a logger that runs `pip install aliyun-log-python-sdk` when that is
 missing and sends the machine's id to Alibaba's log service after each conversion (MNN 3.6.1,
 `MNN/tools/utils/log.py`); ferry calls the converter's native entry point (`_tools.mnnconvert`, what the
-script calls) in a child process instead: `mnnconvert_command` is that one reach past MNN's public API.
-MNN keeps the graph's input and output names and its dynamic dimensions: its backend resizes per call.
+script calls) in a child process instead, and its quantizer (`_tools.mnnquant`) the same way:
+`tool_command` is that one reach past MNN's public API. MNN keeps the graph's input and output names and
+its dynamic dimensions: its backend resizes per call.
+
+int8 from calibration data goes through MNN's own quantizer, which reads samples as a folder of
+"sequence" samples (a folder each: `input.json` with the shapes, `<input>.txt` with the values) and
+calibrates activations by EMA: its KL method crashes (SIGSEGV) on sequence samples in MNN 3.6.1, and MNN
+itself switches to EMA for models with batch norm.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from ferry.errors import ConversionError
 from ferry.exporters.device import EngineModel
@@ -23,11 +34,11 @@ MODEL = "model.mnn"
 INSTALL = "the mnn target needs MNN: pip install 'ferry[mnn]'"
 
 
-def mnnconvert_command(args: list[str]) -> list[str]:
-    """The command that runs MNN's converter with `args`, without its Python wrapper (see above)."""
+def tool_command(tool: str, args: list[str]) -> list[str]:
+    """The command that runs MNN's `mnnconvert` or `mnnquant` with `args`, without its Python wrapper."""
     if importlib.util.find_spec("_tools") is None or importlib.util.find_spec("MNN") is None:
         raise ConversionError(INSTALL)
-    return [sys.executable, "-c", "import sys, _tools; _tools.mnnconvert(sys.argv)", *args]
+    return [sys.executable, "-c", f"import sys, _tools; _tools.{tool}(sys.argv)", *args]
 
 
 def convert(package: ModelPackage, out: Path, *, fp16: bool = False, int8_weights: bool = False) -> EngineModel:
@@ -41,7 +52,7 @@ def convert(package: ModelPackage, out: Path, *, fp16: bool = False, int8_weight
         args.append("--fp16")
     if int8_weights:
         args += ["--weightQuantBits", "8"]
-    done = subprocess.run(mnnconvert_command(args), capture_output=True, text=True)
+    done = subprocess.run(tool_command("mnnconvert", args), capture_output=True, text=True)
     text = done.stdout + done.stderr
     if done.returncode != 0 or not target.is_file() or "Converted Success" not in text:
         raise ConversionError(f"MNN's converter could not convert {package.name!r}: {_reason(text)}")
@@ -53,6 +64,30 @@ def convert(package: ModelPackage, out: Path, *, fp16: bool = False, int8_weight
         converter=f"MNNConvert {importlib.metadata.version('MNN')}",
         options={"fp16": fp16, "int8_weights": int8_weights},
     )
+
+
+def quantize(model: Path, samples: list[dict[str, np.ndarray]]) -> None:
+    """Replace the float `model` by MNN's int8 one (weights and activations), calibrated on `samples`
+    (one dict of arrays each, a batch axis of 1, named as the model's inputs)."""
+    with tempfile.TemporaryDirectory(prefix="ferry-mnnquant-") as tmp:
+        folder = Path(tmp) / "samples"
+        for i, sample in enumerate(samples):
+            where = folder / f"{i:06d}"
+            where.mkdir(parents=True)
+            shapes = [{"name": name, "shape": list(value.shape)} for name, value in sample.items()]
+            (where / "input.json").write_text(json.dumps({"inputs": shapes}))
+            for name, value in sample.items():
+                np.savetxt(where / f"{name}.txt", value.reshape(-1).astype(np.float64), fmt="%.9g")
+        config = {"path": str(folder), "used_sample_num": len(samples), "input_type": "sequence",
+                  "feature_quantize_method": "EMA", "weight_quantize_method": "MAX_ABS"}  # fmt: skip
+        (Path(tmp) / "config.json").write_text(json.dumps(config))
+        target = Path(tmp) / MODEL
+        done = subprocess.run(tool_command("mnnquant", [str(model), str(target), str(Path(tmp) / "config.json")]),
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0 or not target.is_file():
+            why = f"it crashed ({-done.returncode})" if done.returncode < 0 else _reason(done.stdout + done.stderr)
+            raise ConversionError(f"MNN's quantizer could not quantize {model.name}: {why}")
+        shutil.move(target, model)
 
 
 def _reason(text: str) -> str:

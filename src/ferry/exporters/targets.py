@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ferry.compress.data import Dataset, load_dataset
 from ferry.converters.parity import ParityReport
 from ferry.errors import ConversionError, ParityError
 from ferry.exporters import engine_check
@@ -26,6 +27,7 @@ from ferry.package.package import swap_in
 
 TARGETS = ("ncnn", "mnn", "ort", "numpy")
 RECORD = "engine.json"
+CHECKED_SAMPLES = 16  # int8 with calibration data: parity measured on its first samples
 
 
 @dataclass
@@ -38,6 +40,7 @@ class DeviceExport:
     parity: ParityReport
     exact: bool  # within fp32's 1e-4 + 1e-3 x |x| of the package on ONNX Runtime
     operators: list[str] = field(default_factory=list)  # ort: what the reduced build must include
+    checked_on: str = "made-up inputs"
 
     def summary(self) -> str:
         lines = [f"wrote {self.path} for {self.target} ({self.model.converter})"]
@@ -49,11 +52,18 @@ class DeviceExport:
         lines.append(f"names in the engine: inputs {ins}; outputs {outs}")
         if self.model.shapes:
             lines.append("converted at " + ", ".join(f"{k} {v}" for k, v in self.model.shapes.items()))
+        int8 = self.model.options.get("int8")
+        if int8:
+            layers = f"{int8['layers']} layers, " if "layers" in int8 else ""
+            lines.append(f"int8 weights and activations: {layers}{int8['calibration'].upper()} calibration on "
+                         f"{int8['samples']} samples")  # fmt: skip
         if self.operators:
             lines.append(f"{len(self.operators)} operators for a reduced ORT build: {', '.join(self.operators)}")
-        lines.append(f"run from the written files: {self.parity}")
+        lines.append(f"run from the written files, on {self.checked_on}: {self.parity}")
         if not self.exact:
-            lines.append("  beyond fp32's bound (1e-4 + 1e-3 x |x|): the engine's arithmetic differs; check accuracy")
+            reduced = [p for p in ("fp16", "int8", "int8_weights") if self.model.options.get(p)]
+            why = f"expected at {'/'.join(reduced)}" if reduced else "the engine's arithmetic differs"
+            lines.append(f"  beyond fp32's bound (1e-4 + 1e-3 x |x|): {why}; check accuracy on your data")
         return "\n".join(lines)
 
 
@@ -64,28 +74,42 @@ def export_target(
     *,
     fp16: bool = False,
     int8: bool = False,
+    calib: Any = None,
+    calib_size: int = 128,
     shapes: dict[str, list[int]] | None = None,
     threads: int = 2,
+    progress: bool = False,
 ) -> DeviceExport:
-    """Write `package` for `target` into the folder `out` (replacing one there), run it, compare."""
+    """Write `package` for `target` into the folder `out` (replacing one there), run it, compare.
+
+    `int8` with `calib` (what `ferry quantize` takes: .npz, .jsonl, an image folder, a data reader):
+    weights and activations in int8, calibrated on the first `calib_size` samples by the engine's method
+    (ncnn: KL, MNN: EMA), and parity measured on those samples; `int8` alone: MNN's int8 weights."""
     if target not in TARGETS[:3]:
         raise ConversionError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     pkg = package if isinstance(package, ModelPackage) else load(package)
-    _check_options(target, fp16, int8)
+    _check_options(target, fp16, int8, calib is not None)
+    data = load_dataset(calib, pkg, limit=calib_size) if calib is not None else None
+    if target == "ncnn" and data is not None and not shapes:  # converted at the samples' shapes
+        shapes = {n: [1, *a.shape[1:]] for n, a in data.inputs.items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         try:
-            model = _convert(pkg, staging, target, fp16, int8, shapes)
+            model = _convert(pkg, staging, target, fp16, int8 and data is None, shapes)
         except ConversionError as exc:
             others = [t for t in TARGETS if t != target and takes(pkg, t, shapes)]
             raise ConversionError(f"{exc}. Targets that take {pkg.name!r}: {', '.join(others) or 'none'}") from None
+        feeds = None
+        if data is not None:
+            _quantize(staging, model, data, threads, progress)
+            feeds = {n: a[:CHECKED_SAMPLES] for n, a in data.inputs.items()}
         (staging / RECORD).write_text(json.dumps({"signature": pkg.signature.to_dict(), **model.to_dict()}, indent=2))
-        # fp16/int8 weights: the difference is reported only; at fp32, beyond REFUSE is an error
+        # fp16/int8: the difference is reported only; at fp32, beyond REFUSE is an error
         bounds = (float("inf"), float("inf")) if (fp16 or int8) else engine_check.REFUSE
         try:
-            parity, exact = engine_check.check(pkg, staging, model, *bounds)
+            parity, exact = engine_check.check(pkg, staging, model, *bounds, feeds=feeds)
         except ParityError as exc:
             raise ConversionError(
                 f"{target} runs the written files, but computes something else than the package on ONNX "
@@ -102,7 +126,8 @@ def export_target(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     onnx_bytes = sum(f.stat().st_size for f in pkg.model_path.parent.iterdir() if f.is_file() and f.suffix != ".json")
-    return DeviceExport(out, target, model, sizes, onnx_bytes, parity, exact, operators)
+    checked = f"{len(next(iter(feeds.values())))} calibration samples" if feeds else "made-up inputs"
+    return DeviceExport(out, target, model, sizes, onnx_bytes, parity, exact, operators, checked)
 
 
 def takes(package: ModelPackage, target: str, shapes: dict[str, list[int]] | None = None) -> bool:
@@ -122,15 +147,40 @@ def takes(package: ModelPackage, target: str, shapes: dict[str, list[int]] | Non
     return True
 
 
-def _check_options(target: str, fp16: bool, int8: bool) -> None:
-    if target == "ncnn" and int8:
+def _check_options(target: str, fp16: bool, int8: bool, calib: bool) -> None:
+    if calib and not int8:
+        raise ConversionError("calibration data is for int8: add --int8")
+    if target == "ncnn" and int8 and not calib:
         raise ConversionError(
-            "ncnn quantizes with ncnn2table and ncnn2int8 from ncnn's C++ build (not in its Python wheel); "
-            "--int8 here works for mnn (int8 weights) and numpy"
+            "ncnn's int8 runs activations in int8 too, so it needs calibration data: --calib DATA (.npz, "
+            ".jsonl, or an image folder, as `ferry quantize` takes)"
         )
     if target == "ort" and (fp16 or int8):
         raise ConversionError("the ort target keeps the package's precision: run `ferry quantize` or "
                               "`ferry convert-precision` on the package first")  # fmt: skip
+
+
+def _quantize(folder: Path, model: EngineModel, data: Dataset, threads: int, progress: bool) -> None:
+    """Turn the float files in `folder` into the engine's int8 ones, calibrated on `data`; recorded in
+    `model.options`."""
+    if model.engine == "ncnn":
+        from ferry.exporters import ncnn, ncnn_int8
+
+        samples = [{n: a[i] for n, a in data.inputs.items()} for i in range(data.count)]
+        for name, value in samples[0].items():
+            if list(value.shape) != model.shapes[name][1:]:
+                raise ConversionError(
+                    f"calibration samples of {name!r} are {list(value.shape)}, ncnn converted the model at "
+                    f"{model.shapes[name][1:]} (give --shape {name}=1x...)"
+                )
+        layers = ncnn_int8.quantize_files(folder / ncnn.PARAM, folder / ncnn.BIN, model.inputs, samples, threads,
+                                          progress)  # fmt: skip
+        model.options.update(int8={"calibration": "kl", "samples": data.count, "layers": layers})
+    else:
+        from ferry.exporters import mnn
+
+        mnn.quantize(folder / mnn.MODEL, [{n: a[i : i + 1] for n, a in data.inputs.items()} for i in range(data.count)])
+        model.options.update(int8={"calibration": "ema", "samples": data.count})
 
 
 def _convert(pkg: ModelPackage, out: Path, target: str, fp16: bool, int8: bool, shapes: Any) -> EngineModel:

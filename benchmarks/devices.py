@@ -49,9 +49,14 @@ feeds = dict(np.load(feeds_file))
 threads = 2
 try:
     import ferry
-    pkg = ferry.load(package)
-    names = pkg.signature.output_names
+    from pathlib import Path
     kind, _, name = engine.partition("-")
+    if (Path(package) / "engine.json").is_file():  # a `ferry export lite` folder: the engine's files alone
+        record, folder = json.loads((Path(package) / "engine.json").read_text()), Path(package)
+    else:
+        pkg = ferry.load(package)
+        names = pkg.signature.output_names
+        record, folder = pkg.manifest.engines.get(name), pkg.root / "engines" / name
     if kind == "ferry":
         config = ferry.Config(package)
         config.set_backend(name)
@@ -65,10 +70,8 @@ try:
         run = lambda: session.run(names, feeds)
     elif name == "ncnn":
         import ncnn
-        record = pkg.manifest.engines.get("ncnn")
         if record is None:
             raise RuntimeError("ferry could not convert the model for ncnn (see ferry-ncnn)")
-        folder = pkg.root / "engines" / "ncnn"
         net = ncnn.Net()
         net.opt.num_threads = threads
         net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
@@ -84,11 +87,10 @@ try:
                     np.array(ex.extract(n)[1])
     else:
         import MNN.expr as F, MNN.nn as nn
-        record = pkg.manifest.engines.get("mnn")
         if record is None:
             raise RuntimeError("ferry could not convert the model for MNN (see ferry-mnn)")
         rt = nn.create_runtime_manager(({"backend": "CPU", "numThread": threads, "precision": "high"},))
-        module = nn.load_module_from_file(str(pkg.root / "engines" / "mnn" / record["files"][0]),
+        module = nn.load_module_from_file(str(folder / record["files"][0]),
                                           list(record["inputs"].values()), list(record["outputs"].values()),
                                           runtime_manager=rt)
         def run():

@@ -243,6 +243,27 @@ def test_int8_from_calibration_data_runs_int8_layers_close_to_float(cnn, calib, 
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.75
 
 
+def test_the_accuracy_guard_scores_the_written_files_and_refuses_a_larger_drop(cnn, calib, tmp_path):
+    from ferry.compress.evaluate import evaluate
+
+    x = np.random.default_rng(7).standard_normal((20, 3, 32, 32)).astype(np.float32)
+    np.savez(tmp_path / "eval.npz", image=x, label=np.arange(20) % 5)
+    result = export_target(cnn, tmp_path / "out", "ncnn", int8=True, calib=calib, eval_data=tmp_path / "eval.npz",
+                           max_drop=100)  # fmt: skip
+    accuracy = result.accuracy
+    assert (accuracy.metric, accuracy.count) == ("top1", 20)
+    assert accuracy.package == evaluate(cnn, tmp_path / "eval.npz", "top1").value
+    assert "accuracy, top1 on 20 samples: package" in result.summary()
+    with pytest.raises(ConversionError, match="accuracy drops more than 0 points: cosine on 20 samples"):
+        export_target(cnn, tmp_path / "o2", "mnn", int8=True, calib=calib, eval_data=tmp_path / "eval.npz",
+                      metric="cosine", max_drop=0)  # fmt: skip
+    with pytest.raises(ConversionError, match="needs evaluation data"):
+        export_target(cnn, tmp_path / "o3", "mnn", max_drop=1)
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+    args = ["export", "lite", str(cnn.root), "-o", str(tmp_path / "f.flite"), "--int8", "--calib", str(calib)]
+    assert main(args) == 2  # a usage error: the numpy target quantizes weights only
+
+
 def test_int8_ncnn_converts_at_the_calibration_shapes_and_says_when_they_differ(tmp_path):
     import rapidocr_onnxruntime
 

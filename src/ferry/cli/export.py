@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ferry.compress.metrics import METRICS
+
 
 @click.group()
 def export() -> None:
@@ -25,6 +27,11 @@ def export() -> None:
               help="ncnn, mnn: calibration data for --int8 (.npz, .jsonl, image folder with labels.txt).")  # fmt: skip
 @click.option("--calib-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="How many calibration samples to use.")  # fmt: skip
+@click.option("--eval", "eval_data", type=click.Path(exists=True, path_type=Path),
+              help="ncnn, mnn, ort: data to measure the written files' accuracy against the package's.")  # fmt: skip
+@click.option("--metric", type=click.Choice(METRICS), help="For --eval: default top1 with labels, else agreement.")
+@click.option("--max-drop", type=click.FloatRange(min=0),
+              help="For --eval: the largest accuracy drop accepted, in points (larger: nothing written).")  # fmt: skip
 @click.option("--fp16", is_flag=True, help="ncnn, mnn: store the weights in half precision.")
 @click.option("--shape", "shapes", multiple=True, metavar="INPUT=1x3x224x224",
               help="ncnn: the input shape to convert at (needed where an input has named dimensions).")  # fmt: skip
@@ -32,8 +39,9 @@ def export() -> None:
 @click.option("--no-optimize", is_flag=True, help="numpy: skip the graph optimizer.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="numpy: the batch size the memory plan is made for.")  # fmt: skip
-def lite(package: Path, out: Path, target: str, int8: bool, calib: Path | None, calib_size: int, fp16: bool,
-         shapes: tuple[str, ...], bundle: bool, no_optimize: bool, batch: int) -> None:  # fmt: skip
+def lite(package: Path, out: Path, target: str, int8: bool, calib: Path | None, calib_size: int,
+         eval_data: Path | None, metric: str | None, max_drop: float | None, fp16: bool, shapes: tuple[str, ...],
+         bundle: bool, no_optimize: bool, batch: int) -> None:  # fmt: skip
     """Write PACKAGE for a device engine, run the result here and print its parity with the package.
 
     numpy: ferry's lite file (graph in execution order, memory plan, memory-mapped weights), runs wherever
@@ -43,8 +51,9 @@ def lite(package: Path, out: Path, target: str, int8: bool, calib: Path | None, 
     if target == "numpy":
         from ferry.exporters.lite import export_lite
 
-        if fp16 or shapes or calib:
-            raise click.UsageError("--fp16, --shape and --calib are for the ncnn, mnn and ort targets")
+        if fp16 or shapes or calib or eval_data or metric or max_drop is not None:
+            raise click.UsageError("--fp16, --shape, --calib, --eval, --metric and --max-drop are for the ncnn, "
+                                   "mnn and ort targets")  # fmt: skip
         result = export_lite(package, out, int8=int8, bundle=bundle, optimize=not no_optimize, batch=batch)
     else:
         from ferry.exporters.targets import export_target
@@ -52,7 +61,8 @@ def lite(package: Path, out: Path, target: str, int8: bool, calib: Path | None, 
         if bundle:
             raise click.UsageError("--bundle is for the numpy target")
         result = export_target(package, out, target, fp16=fp16, int8=int8, calib=calib, calib_size=calib_size,
-                               shapes=_shapes(shapes), progress=True)  # fmt: skip
+                               eval_data=eval_data, metric=metric, max_drop=max_drop, shapes=_shapes(shapes),
+                               progress=True)  # fmt: skip
     click.echo(result.summary())
 
 

@@ -74,12 +74,9 @@ def evaluate(
         raise ConfigError(f"metric {metric!r} compares against a reference model: pass reference=PKG (--reference)")
     started = time.perf_counter()
     scores, engine = run_outputs(package, dataset, backend, batch, progress)
-    if metric in ("top1", "top5"):
-        value = metrics.top_k(scores, dataset.labels, 1 if metric == "top1" else 5)
-    elif metric == "char_accuracy":
-        value = metrics.char_accuracy(scores, dataset.labels, package.manifest.labels)
-    else:
+    ref_scores = None
+    if metric in metrics.NEEDS_REFERENCE:
         reference = ferry.load(reference) if isinstance(reference, (str, Path)) else reference
         ref_scores, _ = run_outputs(reference, dataset, "onnxruntime", batch, progress)
-        value = (metrics.agreement if metric == "agreement" else metrics.cosine)(scores, ref_scores)
+    value = metrics.score(metric, scores, dataset.labels, ref_scores, package.manifest.labels)
     return EvalResult(package.name, metric, value, dataset.count, time.perf_counter() - started, engine)

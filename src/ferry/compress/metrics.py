@@ -84,3 +84,16 @@ def char_accuracy(scores: np.ndarray, labels: Sequence[str], alphabet: Sequence[
 NEEDS_LABELS = {"top1", "top5", "char_accuracy"}
 NEEDS_REFERENCE = {"agreement", "cosine"}
 METRICS = sorted(NEEDS_LABELS | NEEDS_REFERENCE)
+
+
+def score(metric: str, scores: np.ndarray, labels: Sequence[Any] | None, reference: np.ndarray | None,
+          alphabet: Sequence[str] = ()) -> float:  # fmt: skip
+    """`metric` of a model's first output: against `labels` (NEEDS_LABELS) or `reference`, another model's
+    same output on the same samples (NEEDS_REFERENCE)."""
+    if metric in NEEDS_LABELS and labels is None:
+        raise InputError(f"metric {metric!r} needs labels, and the data has none")
+    if metric in ("top1", "top5"):
+        return top_k(scores, labels, 1 if metric == "top1" else 5)
+    if metric == "char_accuracy":
+        return char_accuracy(scores, labels, alphabet)
+    return (agreement if metric == "agreement" else cosine)(scores, reference)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from ferry.package import ModelPackage, load
 # is refused. Made-up inputs catch what they catch: ncnn's NaN came on the zoo's inputs and not on these.
 PARITY = (1e-4, 1e-3)
 REFUSE = (1e-2, 1e-2)
+CHUNK = 32  # samples an engine runs at once when checked on given data
 MADE_UP_SIZE = 64  # named dimensions past the batch axis (an image's height and width): PP-OCR's
 # detector, which downsamples by 32, runs at 64 and not at 8.
 
@@ -44,6 +46,22 @@ def check(
     """The parity report of the files in `folder` against the package, on `feeds` (made-up inputs when
     None), and whether it holds PARITY; a ParityError beyond atol/rtol, a ConversionError when the engine
     fails or crashes."""
+    want, got = outputs(package, folder, model, feeds)
+    names = package.signature.output_names
+    want_list, got_list = [want[n] for n in names], [got[n] for n in names]
+    try:
+        return compare(package.name, names, want_list, got_list, *PARITY), True
+    except ParityError as exc:
+        report = exc.report  # measured against PARITY's bounds: the relative difference above its atol
+    compare(package.name, names, want_list, got_list, atol=atol, rtol=rtol)
+    return report, False
+
+
+def outputs(
+    package: ModelPackage, folder: Path, model: EngineModel, feeds: dict[str, np.ndarray] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """`run` in a child process: (the package's outputs on ONNX Runtime, the engine's); a ConversionError
+    when the engine fails or crashes."""
     where = str(package.root or package.model_path)
     with tempfile.TemporaryDirectory(prefix="ferry-check-") as tmp:
         result = Path(tmp) / "outputs.npz"
@@ -64,19 +82,14 @@ def check(
             f"{model.engine} could not run {package.name!r} as converted: {lines[-1] if lines else ''}"
         )
     names = package.signature.output_names
-    want, got = [arrays[f"want/{n}"] for n in names], [arrays[f"got/{n}"] for n in names]
-    try:
-        return compare(package.name, names, want, got, *PARITY), True
-    except ParityError as exc:
-        report = exc.report  # measured against PARITY's bounds: the relative difference above its atol
-    compare(package.name, names, want, got, atol=atol, rtol=rtol)
-    return report, False
+    return {n: arrays[f"want/{n}"] for n in names}, {n: arrays[f"got/{n}"] for n in names}
 
 
 def run(
     package: ModelPackage, folder: Path, model: EngineModel, threads: int = 2, feeds: dict | None = None
 ) -> tuple[dict, dict]:
-    """(the package's outputs on ONNX Runtime, the engine's) on the same inputs: `feeds`, or made up."""
+    """(the package's outputs on ONNX Runtime, the engine's) on the same inputs: `feeds` (in chunks of
+    CHUNK samples), or made up."""
     if feeds is None:
         dims = dict.fromkeys(package.signature.named_inner_dims, MADE_UP_SIZE)
         for spec in package.signature.inputs:  # ncnn: the shapes it was converted at
@@ -89,24 +102,35 @@ def run(
     # The reference is the package's own graph on plain ONNX Runtime (not a predictor, which would ask for
     # the engine files being checked here when the engine is ORT's fused graph).
     reference = ort.InferenceSession(str(package.model_path), providers=["CPUExecutionProvider"])
-    want = dict(zip(names, reference.run(names, feeds)))
+    engine = _session(package, folder, model, threads)
+    count = len(next(iter(feeds.values())))
+    want: dict[str, list] = {n: [] for n in names}
+    got: dict[str, list] = {n: [] for n in names}
+    for start in range(0, count, CHUNK):
+        chunk = {k: v[start : start + CHUNK] for k, v in feeds.items()}
+        for n, a, b in zip(names, reference.run(names, chunk), engine(chunk, names)):
+            want[n].append(a)
+            got[n].append(np.asarray(b))
+    return {n: np.concatenate(want[n]) for n in names}, {n: np.concatenate(got[n]) for n in names}
+
+
+def _session(package: ModelPackage, folder: Path, model: EngineModel, threads: int) -> Callable:
+    """The engine's run(feeds, output names) over the files in `folder` alone."""
     if model.engine == "ncnn":
         from ferry.inference.backends.ncnn import open_session
 
         shapes = {s.name: tuple(s.shape[1:]) for s in package.signature.outputs}
-        got = open_session(folder, model, shapes, threads, "fp32").run(feeds, names)
-    elif model.engine == "mnn":
+        return open_session(folder, model, shapes, threads, "fp32").run
+    if model.engine == "mnn":
         from ferry.inference.backends.mnn import MnnSession
 
         settings = {"backend": "CPU", "numThread": threads, "precision": "high"}
         dtypes = {s.name: s.dtype for s in package.signature.outputs}
-        got = MnnSession(folder / model.files[0], model, settings, False, dtypes).run(feeds, names)
-    else:
-        import onnxruntime as ort
+        return MnnSession(folder / model.files[0], model, settings, False, dtypes).run
+    import onnxruntime as ort
 
-        session = ort.InferenceSession(str(folder / model.files[0]), providers=["CPUExecutionProvider"])
-        got = session.run(names, feeds)
-    return {n: want[n] for n in names}, dict(zip(names, got))
+    session = ort.InferenceSession(str(folder / model.files[0]), providers=["CPUExecutionProvider"])
+    return lambda feeds, names: session.run(names, feeds)
 
 
 def main() -> None:

@@ -31,6 +31,25 @@ CHECKED_SAMPLES = 16  # int8 with calibration data: parity measured on its first
 
 
 @dataclass
+class Accuracy:
+    """A metric of the package (ONNX Runtime) and of the written files, on the same evaluation data."""
+
+    metric: str
+    count: int
+    package: float
+    export: float
+
+    @property
+    def drop(self) -> float:
+        """In points (0.5 = half a percent)."""
+        return (self.package - self.export) * 100
+
+    def __str__(self) -> str:
+        return (f"{self.metric} on {self.count} samples: package {self.package:.4f}, written files "
+                f"{self.export:.4f} (drop {self.drop:.2f} points)")  # fmt: skip
+
+
+@dataclass
 class DeviceExport:
     path: Path
     target: str
@@ -41,6 +60,7 @@ class DeviceExport:
     exact: bool  # within fp32's 1e-4 + 1e-3 x |x| of the package on ONNX Runtime
     operators: list[str] = field(default_factory=list)  # ort: what the reduced build must include
     checked_on: str = "made-up inputs"
+    accuracy: Accuracy | None = None
 
     def summary(self) -> str:
         lines = [f"wrote {self.path} for {self.target} ({self.model.converter})"]
@@ -63,7 +83,10 @@ class DeviceExport:
         if not self.exact:
             reduced = [p for p in ("fp16", "int8", "int8_weights") if self.model.options.get(p)]
             why = f"expected at {'/'.join(reduced)}" if reduced else "the engine's arithmetic differs"
-            lines.append(f"  beyond fp32's bound (1e-4 + 1e-3 x |x|): {why}; check accuracy on your data")
+            check = "" if self.accuracy else "; check accuracy on your data (--eval)"
+            lines.append(f"  beyond fp32's bound (1e-4 + 1e-3 x |x|): {why}{check}")
+        if self.accuracy:
+            lines.append(f"accuracy, {self.accuracy}")
         return "\n".join(lines)
 
 
@@ -76,6 +99,9 @@ def export_target(
     int8: bool = False,
     calib: Any = None,
     calib_size: int = 128,
+    eval_data: Any = None,
+    metric: str | None = None,
+    max_drop: float | None = None,
     shapes: dict[str, list[int]] | None = None,
     threads: int = 2,
     progress: bool = False,
@@ -84,12 +110,17 @@ def export_target(
 
     `int8` with `calib` (what `ferry quantize` takes: .npz, .jsonl, an image folder, a data reader):
     weights and activations in int8, calibrated on the first `calib_size` samples by the engine's method
-    (ncnn: KL, MNN: EMA), and parity measured on those samples; `int8` alone: MNN's int8 weights."""
+    (ncnn: KL, MNN: EMA), and parity measured on those samples; `int8` alone: MNN's int8 weights.
+    `eval_data`: `metric` (top1 with labels, else agreement with the package) of the written files and of
+    the package; with `max_drop` (points), a larger drop is an error and nothing is written."""
     if target not in TARGETS[:3]:
         raise ConversionError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     pkg = package if isinstance(package, ModelPackage) else load(package)
     _check_options(target, fp16, int8, calib is not None)
+    if max_drop is not None and eval_data is None:
+        raise ConversionError("the accuracy guard (max drop) needs evaluation data: --eval DATA")
     data = load_dataset(calib, pkg, limit=calib_size) if calib is not None else None
+    evaluation = load_dataset(eval_data, pkg) if eval_data is not None else None
     if target == "ncnn" and data is not None and not shapes:  # converted at the samples' shapes
         shapes = {n: [1, *a.shape[1:]] for n, a in data.inputs.items()}
     out = Path(out)
@@ -115,6 +146,11 @@ def export_target(
                 f"{target} runs the written files, but computes something else than the package on ONNX "
                 f"Runtime (beyond atol {bounds[0]:g}, rtol {bounds[1]:g}): {'; '.join(exc.failures)}"
             ) from None
+        accuracy = None
+        if evaluation is not None:
+            accuracy = _accuracy(pkg, staging, model, evaluation, metric)
+            if max_drop is not None and accuracy.drop > max_drop:
+                raise ConversionError(f"{target}: accuracy drops more than {max_drop:g} points: {accuracy}")
         operators = []
         if target == "ort":
             from ferry.exporters import ort_format
@@ -127,7 +163,7 @@ def export_target(
         raise
     onnx_bytes = sum(f.stat().st_size for f in pkg.model_path.parent.iterdir() if f.is_file() and f.suffix != ".json")
     checked = f"{len(next(iter(feeds.values())))} calibration samples" if feeds else "made-up inputs"
-    return DeviceExport(out, target, model, sizes, onnx_bytes, parity, exact, operators, checked)
+    return DeviceExport(out, target, model, sizes, onnx_bytes, parity, exact, operators, checked, accuracy)
 
 
 def takes(package: ModelPackage, target: str, shapes: dict[str, list[int]] | None = None) -> bool:
@@ -145,6 +181,19 @@ def takes(package: ModelPackage, target: str, shapes: dict[str, list[int]] | Non
         except Exception:  # noqa: BLE001 (any failure means: not this target)
             return False
     return True
+
+
+def _accuracy(pkg: ModelPackage, folder: Path, model: EngineModel, data: Dataset, metric: str | None) -> Accuracy:
+    from ferry.compress import metrics
+
+    metric = metric or ("top1" if data.labels is not None else "agreement")
+    if metric not in metrics.METRICS:
+        raise ConversionError(f"unknown metric {metric!r}; choose one of {', '.join(metrics.METRICS)}")
+    want, got = engine_check.outputs(pkg, folder, model, data.inputs)
+    first = pkg.signature.output_names[0]
+    args = (data.labels, want[first], pkg.manifest.labels)
+    before, after = metrics.score(metric, want[first], *args), metrics.score(metric, got[first], *args)
+    return Accuracy(metric, data.count, before, after)
 
 
 def _check_options(target: str, fp16: bool, int8: bool, calib: bool) -> None:

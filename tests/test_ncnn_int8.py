@@ -127,3 +127,23 @@ def test_a_model_without_int8_layers_is_an_error(tmp_path):
     (tmp_path / "m.bin").write_bytes(b"")
     with pytest.raises(ConversionError, match="no Convolution or InnerProduct layer"):
         ncnn_int8.quantize_files(tmp_path / "m.param", tmp_path / "m.bin", {"x": "in0"}, [{"x": np.zeros(4)}])
+
+
+def test_int8_outputs_stay_int8_where_every_consumer_is_an_int8_convolution():
+    def layer(kind, name, bottoms, tops):
+        return Layer(kind, name, bottoms, tops, {})
+
+    layers = [
+        layer("Input", "in", [], ["x"]),
+        layer("Convolution", "c0", ["x"], ["a"]),
+        layer("ConvolutionDepthWise", "d1", ["a"], ["b"]),  # c0 -> d1: fused
+        layer("Split", "s", ["b"], ["b0", "b1"]),  # d1 -> split -> two convolutions: fused
+        layer("Convolution", "c2", ["b0"], ["c"]),
+        layer("Convolution", "c3", ["b1"], ["d"]),
+        layer("Split", "t", ["c"], ["c0", "c1"]),  # c2 -> split -> a convolution and an add: not fused
+        layer("Convolution", "c4", ["c0"], ["e"]),
+        layer("BinaryOp", "add", ["c1", "e"], ["f"]),
+        layer("InnerProduct", "fc", ["f"], ["g"]),  # the last: its output is float
+    ]
+    chosen = ncnn_int8.quantizable(layers)
+    assert ncnn_int8.int8_successors(layers, chosen) == {1: "a", 2: "b0"}

@@ -149,6 +149,24 @@ def quantizable(layers: list[Layer]) -> list[int]:
     return [i for i, layer in enumerate(layers) if layer.kind in SCALE_TERMS and layer.param(19, 0) == 0]
 
 
+def int8_successors(layers: list[Layer], chosen: list[int]) -> dict[int, str]:
+    """{convolution: the blob whose scale its int8 output takes}, where every consumer of its output is an
+    int8 convolution, directly or through a Split (ncnn2int8's fuse_requantize; ncnn graphs fan out
+    through Split layers only). Those layers hand int8 on instead of float."""
+    convolutions = {layers[i].bottoms[0]: i for i in chosen if layers[i].kind != "InnerProduct"}
+    splits = {layer.bottoms[0]: layer for layer in layers if layer.kind == "Split"}
+    fused = {}
+    for i in chosen:
+        if layers[i].kind == "InnerProduct":
+            continue
+        top = layers[i].tops[0]
+        if top in convolutions:
+            fused[i] = top
+        elif top in splits and all(t in convolutions for t in splits[top].tops):
+            fused[i] = splits[top].tops[0]  # the same values on every branch: the same scale
+    return fused
+
+
 def weight_scales(layer: Layer, weights: np.ndarray) -> np.ndarray:
     """ncnn2table's per-channel (per-group for depthwise) weight scales."""
     if layer.kind == "ConvolutionDepthWise":
@@ -269,6 +287,7 @@ def quantize_files(param: Path, weights: Path, inputs: dict[str, str], samples: 
         raise ConversionError(f"ncnn could not load {param.name} for calibration")
     bottoms = sorted({layers[i].bottoms[0] for i in chosen}, key=[b for layer in layers for b in layer.tops].index)
     scales = activation_scales(net, inputs, samples, bottoms, progress)
+    requantized = int8_successors(layers, chosen)
     for i in chosen:
         layer, (weight, *rest) = layers[i], blobs[i]
         values = weight.values()
@@ -276,8 +295,11 @@ def quantize_files(param: Path, weights: Path, inputs: dict[str, str], samples: 
         packed = to_int8(values, w_scales).tobytes()
         packed += b"\0" * (_align(len(packed)) - len(packed))
         added = w_scales.tobytes() + np.float32(scales[layer.bottoms[0]]).tobytes()
+        next_scale = requantized.get(i)
+        if next_scale is not None:  # ncnn2int8's fuse_requantize: the output stays int8 for the next layer
+            added += np.float32(scales[next_scale]).tobytes()
         blobs[i] = [Blob(weight.count, True, struct.pack("<I", _INT8) + packed), *rest, Blob(0, False, added)]
-        layer.params[8] = str(SCALE_TERMS[layer.kind])
+        layer.params[8] = str(SCALE_TERMS[layer.kind] + (100 if next_scale is not None else 0))
     write_param(param, header, layers)
     weights.write_bytes(b"".join(blob.data for layer_blobs in blobs for blob in layer_blobs))
     return len(chosen)

@@ -7,8 +7,9 @@
 Each export runs in its own process (devices.py's worker, the engine's own Python API on the written
 files alone), 2 threads, interleaved rounds; a cell is the median over rounds of each round's median.
 Calibration: 32 made-up samples (the models' weights are random or, for PP-OCR, real but fed noise), so
-the accuracy columns say how far int8 lands from ONNX Runtime on 16 other samples (largest difference
-over the largest output, and how often the arg-max of the last axis agrees), not a task's accuracy.
+the accuracy columns say how far int8 lands from the package on ONNX Runtime, not a task's accuracy: the
+export's cosine similarity on the calibration samples, and top-1 agreement on 16 other samples (the
+export's --eval with --metric agreement).
 """
 
 from __future__ import annotations
@@ -26,10 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import models as bench_models  # noqa: E402
 from devices import Worker  # noqa: E402
 
-import ferry  # noqa: E402
 from ferry.compress.data import Dataset  # noqa: E402
-from ferry.exporters import engine_check  # noqa: E402
-from ferry.exporters.device import EngineModel  # noqa: E402
 from ferry.exporters.targets import export_target  # noqa: E402
 
 BUILDERS = {
@@ -38,16 +36,6 @@ BUILDERS = {
     "ppocr_rec": bench_models.ppocr_rec,
 }
 EXPORTS = ["ncnn-fp32", "ncnn-int8", "mnn-fp32", "mnn-int8"]
-
-
-def accuracy(package: Path, folder: Path, held: dict[str, np.ndarray]) -> tuple[float, float]:
-    """(max |int8 - ORT| / max |ORT|, arg-max agreement) over every output on `held`."""
-    pkg = ferry.load(package)
-    model = EngineModel.from_dict(json.loads((folder / "engine.json").read_text()))
-    want, got = engine_check.run(pkg, folder, model, feeds=held)
-    diffs = [np.abs(got[n] - want[n]).max() / np.abs(want[n]).max() for n in want]
-    agree = [np.mean(got[n].argmax(-1) == want[n].argmax(-1)) for n in want]
-    return float(max(diffs)), float(min(agree))
 
 
 def main() -> None:
@@ -63,13 +51,15 @@ def main() -> None:
         bm = BUILDERS[key](args.work)
         calib, held = bm.feeds(32), bm.feeds(16)
         shapes = {n: [1, *a.shape[1:]] for n, a in calib.items()}
-        folders = {}
+        folders, accuracy = {}, {}
         for export in EXPORTS:
             engine, precision = export.split("-")
             folders[export] = args.work / f"{key}-{export}"
             data = Dataset(calib, None, 32) if precision == "int8" else None
-            export_target(bm.package, folders[export], engine, int8=data is not None, calib=data,
-                          shapes=shapes if engine == "ncnn" else None)  # fmt: skip
+            result = export_target(bm.package, folders[export], engine, int8=data is not None, calib=data,
+                                   eval_data=Dataset(held, None, 16), metric="agreement",
+                                   shapes=shapes if engine == "ncnn" else None)  # fmt: skip
+            accuracy[export] = (result.cosine, result.accuracy.export)
         feeds_file = args.work / f"{key}-int8-b1.npz"
         np.savez(feeds_file, **bm.feeds(1))
         workers = {e: Worker(f"raw-{e.split('-')[0]}", folders[e], feeds_file) for e in EXPORTS}
@@ -84,19 +74,20 @@ def main() -> None:
                "errors": {e: w.error for e, w in workers.items() if w.error},
                "bytes": {e: sum(f.stat().st_size for f in folders[e].iterdir() if f.name != "engine.json")
                          for e in EXPORTS},
-               "accuracy": {e: accuracy(bm.package, folders[e], held) for e in EXPORTS if e.endswith("int8")}}  # fmt: skip
+               "accuracy": accuracy}  # fmt: skip
         rows.append(row)
         print(json.dumps(row), flush=True)
     print()
-    print("| model | engine | fp32 ms | int8 ms | int8/fp32 | fp32 bytes | int8 bytes | int8 max diff / max | arg-max agree |")
+    print("| model | engine | fp32 ms | int8 ms | int8/fp32 | fp32 bytes | int8 bytes | int8 cosine | top-1 agrees |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         for engine in ("ncnn", "mnn"):
             fp32, int8 = r["ms"].get(f"{engine}-fp32"), r["ms"].get(f"{engine}-int8")
-            diff, agree = r["accuracy"][f"{engine}-int8"]
+            similarity, agree = r["accuracy"][f"{engine}-int8"]
             ratio = f"{int8 / fp32:.2f}" if fp32 and int8 else "-"
-            print(f"| {r['model']} | {engine} | {fp32 or 0:.2f} | {int8 or 0:.2f} | {ratio} | "
-                  f"{r['bytes'][f'{engine}-fp32']:,} | {r['bytes'][f'{engine}-int8']:,} | {diff:.3f} | {agree:.2f} |")  # fmt: skip
+            sizes = f"{r['bytes'][f'{engine}-fp32']:,} | {r['bytes'][f'{engine}-int8']:,}"
+            print(f"| {r['model']} | {engine} | {fp32 or 0:.2f} | {int8 or 0:.2f} | {ratio} | {sizes} | "
+                  f"{similarity:.4f} | {agree:.2f} |")  # fmt: skip
         for export, error in r["errors"].items():
             print(f"- {r['model']} {export}: {error}")
 

@@ -139,6 +139,31 @@ def torch_cnn_package(path: Path) -> ferry.ModelPackage:
     return ferry.load(path)
 
 
+def cancelling_package(path: Path) -> ferry.ModelPackage:
+    """Two nearly equal convolutions subtracted: a small difference of large values, which any int8 engine
+    loses (its rounding is larger than the difference)."""
+    import copy
+
+    import torch
+
+    torch.manual_seed(0)
+
+    class Cancel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Conv2d(3, 8, 3)
+            self.b = copy.deepcopy(self.a)
+            with torch.no_grad():
+                self.b.weight.add_(1e-3 * torch.randn_like(self.b.weight))
+
+        def forward(self, x):
+            return self.a(x) - self.b(x)
+
+    ferry.export(Cancel().eval(), torch.randn(2, 3, 16, 16), path, input_names=["x"], output_names=["y"],
+                 name="cancel")  # fmt: skip
+    return ferry.load(path)
+
+
 def tiny_bert(path: Path, vocab: int = 100, exporter: str = "torchscript"):
     """A two-layer BERT from transformers (random weights) exported as a package: token ids and mask in,
     hidden states out, batch and sequence dynamic. Returns the conversion (package and parity) and the

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import tiny_bert_package, torch_cnn_package
+from conftest import cancelling_package, tiny_bert_package, torch_cnn_package
 from ferry.cli import main
 from ferry.errors import ChecksumError, ConfigError, ConversionError, UnsupportedModelError
 from ferry.exporters.targets import export_target, takes
@@ -262,6 +262,19 @@ def test_the_accuracy_guard_scores_the_written_files_and_refuses_a_larger_drop(c
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
     args = ["export", "lite", str(cnn.root), "-o", str(tmp_path / "f.flite"), "--int8", "--calib", str(calib)]
     assert main(args) == 2  # a usage error: the numpy target quantizes weights only
+
+
+@pytest.mark.parametrize("target", ENGINES)
+def test_int8_far_from_the_package_is_refused_unless_judged_by_accuracy(tmp_path, target):
+    package = cancelling_package(tmp_path / "cancel")
+    x = np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "c.npz", x=x)
+    with pytest.raises(ConversionError, match=r"int8 computes something else than the package: cosine similarity 0\."):
+        export_target(package, tmp_path / "out", target, int8=True, calib=tmp_path / "c.npz")
+    assert not (tmp_path / "out").exists()
+    result = export_target(package, tmp_path / "out", target, int8=True, calib=tmp_path / "c.npz",
+                           eval_data=tmp_path / "c.npz", metric="cosine", max_drop=100)  # fmt: skip
+    assert result.cosine < 0.9 and result.accuracy.export < 0.9  # written: the user judged by accuracy
 
 
 def test_int8_ncnn_converts_at_the_calibration_shapes_and_says_when_they_differ(tmp_path):

@@ -46,7 +46,13 @@ def check(
     """The parity report of the files in `folder` against the package, on `feeds` (made-up inputs when
     None), and whether it holds PARITY; a ParityError beyond atol/rtol, a ConversionError when the engine
     fails or crashes."""
-    want, got = outputs(package, folder, model, feeds)
+    return judge(package, *outputs(package, folder, model, feeds), atol, rtol)
+
+
+def judge(
+    package: ModelPackage, want: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float, rtol: float
+) -> tuple[ParityReport, bool]:
+    """`check` on outputs already computed."""
     names = package.signature.output_names
     want_list, got_list = [want[n] for n in names], [got[n] for n in names]
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,13 @@ import numpy as np
 from ferry.converters.parity import random_feeds
 from ferry.inference import Predictor, create_predictor, make_config
 from ferry.package import ModelPackage
+
+# measure_each times the configurations in turn, round after round, and keeps the median of the rounds'
+# medians: this machine drifts 30-40% over minutes, and timed one after another the drift, not the
+# engines, decided what `auto` chose (ResNet-18 batch 8: MNN in one tuning, ncnn in the next). PAUSE_S
+# lets the previous engine's worker threads stop spinning first (ORT's and OpenMP's spin-waits).
+ROUNDS = 3
+PAUSE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -107,21 +114,37 @@ def measure_each(
     dims: dict[str, int] | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> tuple[list[Measurement], dict[str, str]]:
-    """Every backend x thread count x batch size; a backend that cannot take the model (ncnn has no layer
-    for an op, MNN's converter refuses it) is left out with its reason: ({...}, {backend: reason})."""
+    """Every backend x thread count x batch size, timed in turn over ROUNDS rounds (`runs` and
+    `min_seconds` split between them); each keeps the median of its rounds' medians. A backend that cannot
+    take the model (ncnn has no layer for an op, MNN's converter refuses it) is left out with its reason:
+    ({...}, {backend: reason})."""
     from ferry.errors import BackendError, UnsupportedModelError
 
-    results: list[Measurement] = []
     skipped: dict[str, str] = {}
+    predictors: dict[tuple[str, int | None], Predictor] = {}
+    feeds = {b: random_feeds(package.signature, batch=b, dims=dims) for b in batches}
     for backend in backends:
         try:
             for n in threads:
                 predictor = create_predictor(make_config(package, backend, n, precision))
-                for b in batches:
-                    if on_step:
-                        on_step(f"measuring {backend}, batch {b}, {n} threads")
-                    results.append(measure_predictor(predictor, b, warmup, runs, min_seconds, dims))
-        except (UnsupportedModelError, BackendError) as exc:  # ncnn converts at the first call's shapes
+                for b in batches:  # the first call converts (ncnn: at its shapes) and may fail
+                    predictor.predict(feeds[b])
+                predictors[(backend, n)] = predictor
+        except (UnsupportedModelError, BackendError) as exc:
             skipped[backend] = str(exc)
-            results = [m for m in results if m.backend != backend]
+            predictors = {k: v for k, v in predictors.items() if k[0] != backend}
+    times: dict[tuple[str, int | None, int], list[np.ndarray]] = {}
+    for round_ in range(ROUNDS):
+        for (backend, n), predictor in predictors.items():
+            for b in batches:
+                if on_step:
+                    on_step(f"measuring {backend}, batch {b}, {n} threads (round {round_ + 1} of {ROUNDS})")
+                time.sleep(PAUSE_S)
+                calls = time_calls(lambda: predictor.predict(feeds[b]), warmup if round_ == 0 else 1,  # noqa: B023
+                                   max(1, -(-runs // ROUNDS)), min_seconds / ROUNDS)  # fmt: skip
+                times.setdefault((backend, n, b), []).append(calls)
+    results = []
+    for (backend, n, b), rounds in times.items():
+        m = summarize(backend, b, n, np.concatenate(rounds))
+        results.append(replace(m, p50_ms=float(np.median([np.median(r) for r in rounds]))))
     return results, skipped

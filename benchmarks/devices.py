@@ -38,19 +38,22 @@ BUILDERS = {
 }
 ENGINES = ["raw-onnxruntime", "raw-ncnn", "raw-mnn", "ferry-onnxruntime", "ferry-ncnn", "ferry-mnn", "ferry-lite",
            "ferry-auto"]  # fmt: skip
+PAIRS = ["pair-ncnn", "pair-mnn", "pair-onnxruntime"]  # ferry / raw, call for call in one process
 
 # The worker: load ENGINE for PACKAGE, then for each line "SECONDS" on stdin time the feeds in FEEDS.npz for
-# that long and print the median ms (or the error, once, at load).
+# that long and print the median ms (or the error, once, at load). ENGINE "pair-NAME" loads NAME both raw
+# and through ferry in the one process and times them call for call (raw, ferry, ferry, raw, ...): it
+# prints the median of the pairs' ferry/raw ratios, which the machine's drift cannot move between the two.
 WORKER = r"""
 import json, statistics, sys, time
 import numpy as np
 engine, package, feeds_file = sys.argv[1:4]
 feeds = dict(np.load(feeds_file))
 threads = 2
-try:
+
+def build(kind, name):
     import ferry
     from pathlib import Path
-    kind, _, name = engine.partition("-")
     if (Path(package) / "engine.json").is_file():  # a `ferry export lite` folder: the engine's files alone
         record, folder = json.loads((Path(package) / "engine.json").read_text()), Path(package)
     else:
@@ -62,13 +65,13 @@ try:
         config.set_backend(name)
         config.set_cpu_threads(threads)
         predictor = ferry.create_predictor(config)
-        run = lambda: predictor.predict(feeds)
-    elif name == "onnxruntime":
+        return lambda: predictor.predict(feeds)
+    if name == "onnxruntime":
         import onnxruntime as ort
         so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
         session = ort.InferenceSession(str(pkg.model_path), so, providers=["CPUExecutionProvider"])
-        run = lambda: session.run(names, feeds)
-    elif name == "ncnn":
+        return lambda: session.run(names, feeds)
+    if name == "ncnn":
         import ncnn
         if record is None:
             raise RuntimeError("ferry could not convert the model for ncnn (see ferry-ncnn)")
@@ -85,19 +88,28 @@ try:
                     ex.input(n, ncnn.Mat(np.ascontiguousarray(v[i])))
                 for n in outs:
                     np.array(ex.extract(n)[1])
-    else:
-        import MNN.expr as F, MNN.nn as nn
-        if record is None:
-            raise RuntimeError("ferry could not convert the model for MNN (see ferry-mnn)")
-        rt = nn.create_runtime_manager(({"backend": "CPU", "numThread": threads, "precision": "high"},))
-        module = nn.load_module_from_file(str(folder / record["files"][0]),
-                                          list(record["inputs"].values()), list(record["outputs"].values()),
-                                          runtime_manager=rt)
-        def run():
-            args = [F.const(np.ascontiguousarray(feeds[k]), list(feeds[k].shape), F.NCHW) for k in record["inputs"]]
-            for o in module.forward(args):
-                np.array(o.read())
-    run()
+        return run
+    import MNN.expr as F, MNN.nn as nn
+    if record is None:
+        raise RuntimeError("ferry could not convert the model for MNN (see ferry-mnn)")
+    rt = nn.create_runtime_manager(({"backend": "CPU", "numThread": threads, "precision": "high"},))
+    module = nn.load_module_from_file(str(folder / record["files"][0]),
+                                      list(record["inputs"].values()), list(record["outputs"].values()),
+                                      runtime_manager=rt)
+    def run():
+        args = [F.const(np.ascontiguousarray(feeds[k]), list(feeds[k].shape), F.NCHW) for k in record["inputs"]]
+        for o in module.forward(args):
+            np.array(o.read())
+    return run
+
+def timed(run):
+    t = time.perf_counter(); run(); return (time.perf_counter() - t) * 1000
+
+try:
+    kind, _, name = engine.partition("-")
+    runs = [build("raw", name), build("ferry", name)] if kind == "pair" else [build(kind, name)]
+    for run in runs:
+        run()
     print("ready", flush=True)
 except Exception as exc:
     print("error " + json.dumps(f"{type(exc).__name__}: {exc}"[:300]), flush=True)
@@ -106,7 +118,11 @@ for line in sys.stdin:
     seconds = float(line)
     times, deadline = [], time.perf_counter() + seconds
     while len(times) < 3 or time.perf_counter() < deadline:
-        t = time.perf_counter(); run(); times.append((time.perf_counter() - t) * 1000)
+        if len(runs) == 1:
+            times.append(timed(runs[0]))
+        else:  # raw, ferry, ferry, raw: each pair's order alternates
+            raw1, ferry1, ferry2, raw2 = timed(runs[0]), timed(runs[1]), timed(runs[1]), timed(runs[0])
+            times += [ferry1 / raw1, ferry2 / raw2]
     print(statistics.median(times), flush=True)
 """
 
@@ -182,7 +198,7 @@ def main() -> None:
         for batch in batches:
             feeds_file = args.work / f"{key}-devices-b{batch}.npz"
             np.savez(feeds_file, **bm.feeds(batch))
-            workers = [Worker(e, bm.package, feeds_file) for e in ENGINES]
+            workers = [Worker(e, bm.package, feeds_file) for e in ENGINES + PAIRS]
             times: dict[str, list[float]] = {w.engine: [] for w in workers}
             for _ in range(args.rounds):
                 for w in workers:
@@ -191,7 +207,8 @@ def main() -> None:
             for w in workers:
                 w.close()
             row = {"model": bm.name, "batch": batch,
-                   "ms": {e: statistics.median(t) for e, t in times.items() if t},
+                   "ms": {e: statistics.median(t) for e, t in times.items() if t and e in ENGINES},
+                   "paired": {e: statistics.median(t) for e, t in times.items() if t and e in PAIRS},
                    "errors": {w.engine: w.error for w in workers if w.error}, "skipped_by_tune": skipped}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -217,6 +234,12 @@ def print_tables(rows: list[dict]) -> None:
         auto = f"{ms['ferry-auto'] / min(singles):.3f}" if "ferry-auto" in ms and singles else "-"
         print(f"| {r['model']} | {r['batch']} | {ratio('ferry-ncnn', 'raw-ncnn')} | {ratio('ferry-mnn', 'raw-mnn')} | "
               f"{ratio('ferry-onnxruntime', 'raw-onnxruntime')} | {auto} |")  # fmt: skip
+    print()
+    print("| model | batch | ferry/raw ncnn, paired | ferry/raw MNN, paired | ferry/raw ORT, paired |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        cells = [f"{r['paired'][p]:.3f}" if p in r["paired"] else "-" for p in PAIRS]
+        print(f"| {r['model']} | {r['batch']} | " + " | ".join(cells) + " |")
     for r in rows:
         for engine, error in r["errors"].items():
             print(f"- {r['model']} b{r['batch']} {engine}: {error}")

@@ -95,3 +95,16 @@ def test_report_of_a_real_run_renders_its_plots_in_chromium(tmp_path):
     for color in COLORS[:2]:
         assert pixels_of(shot, color) > 300, color
         assert pixels_of(latency, color) > 30, color  # a box is at least 2x18 px, its whiskers 2 px high
+
+
+def test_each_takes_turns_round_after_round_and_keeps_the_median_of_the_rounds():
+    from ferry.bench.measure import ROUNDS, measure_each
+
+    steps: list[str] = []
+    results, skipped = measure_each(ferry.load(DEMO), ["onnxruntime", "openvino"], [1, 4], [1], warmup=1, runs=6,
+                                    on_step=steps.append)  # fmt: skip
+    order = [(s.split(",")[0].removeprefix("measuring "), s.split("round ")[1][0]) for s in steps]
+    assert order == [(b, str(r)) for r in range(1, ROUNDS + 1) for b in ("onnxruntime",) * 2 + ("openvino",) * 2]
+    assert skipped == {} and sorted((r.backend, r.batch) for r in results) == [
+        ("onnxruntime", 1), ("onnxruntime", 4), ("openvino", 1), ("openvino", 4)]  # fmt: skip
+    assert all(r.runs >= 6 and r.min_ms <= r.p50_ms <= r.max_ms for r in results)

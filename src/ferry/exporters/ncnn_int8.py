@@ -191,7 +191,7 @@ def to_int8(weights: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 def kl_threshold(histogram: np.ndarray) -> int:
     """ncnn2table's KL choice: the clip bin (LEVELS..BINS-1) whose clipped histogram is closest, in KL
-    divergence, to its LEVELS-level quantization expanded back. Vectorised over all clips at once; the
+    divergence, to its LEVELS-level quantization expanded back. Vectorised, 256 clips at a time; the
     fractional bin edges are the cumulative histogram's linear interpolation, as ncnn splits them."""
     normed = histogram / max(histogram.sum(), 1)
     cumulative = np.concatenate([[0.0], np.cumsum(normed)])

@@ -38,7 +38,8 @@ BUILDERS = {
 }
 ENGINES = ["raw-onnxruntime", "raw-ncnn", "raw-mnn", "ferry-onnxruntime", "ferry-ncnn", "ferry-mnn", "ferry-lite",
            "ferry-auto"]  # fmt: skip
-PAIRS = ["pair-ncnn", "pair-mnn", "pair-onnxruntime"]  # ferry / raw, call for call in one process
+PAIRS = ["pair-ncnn", "pair-mnn", "pair-onnxruntime", "pair-auto"]  # call for call in one process: ferry / raw,
+# and auto / the engine its tuning chose
 
 # The worker: load ENGINE for PACKAGE, then for each line "SECONDS" on stdin time the feeds in FEEDS.npz for
 # that long and print the median ms (or the error, once, at load). ENGINE "pair-NAME" loads NAME both raw
@@ -51,8 +52,9 @@ engine, package, feeds_file = sys.argv[1:4]
 feeds = dict(np.load(feeds_file))
 threads = 2
 
-def build(kind, name):
-    import ferry
+import ferry
+
+def build(kind, name, spinning=True):
     from pathlib import Path
     if (Path(package) / "engine.json").is_file():  # a `ferry export lite` folder: the engine's files alone
         record, folder = json.loads((Path(package) / "engine.json").read_text()), Path(package)
@@ -64,11 +66,14 @@ def build(kind, name):
         config = ferry.Config(package)
         config.set_backend(name)
         config.set_cpu_threads(threads)
+        config.set_spinning(spinning)
         predictor = ferry.create_predictor(config)
         return lambda: predictor.predict(feeds)
     if name == "onnxruntime":
         import onnxruntime as ort
         so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
+        if not spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(pkg.model_path), so, providers=["CPUExecutionProvider"])
         return lambda: session.run(names, feeds)
     if name == "ncnn":
@@ -107,7 +112,12 @@ def timed(run):
 
 try:
     kind, _, name = engine.partition("-")
-    runs = [build("raw", name), build("ferry", name)] if kind == "pair" else [build(kind, name)]
+    if engine == "pair-auto":  # auto against the engine its tuning chose for this batch size
+        tuned = ferry.load(package).manifest.tuning["fp32"]["fastest"]
+        runs = [build("ferry", tuned[str(len(next(iter(feeds.values()))))], False), build("ferry", "auto", False)]
+    else:
+        # two ORT sessions in one process: each one's spinning threads would slow the other's calls
+        runs = [build("raw", name, False), build("ferry", name, False)] if kind == "pair" else [build(kind, name)]
     for run in runs:
         run()
     print("ready", flush=True)
@@ -235,11 +245,11 @@ def print_tables(rows: list[dict]) -> None:
         print(f"| {r['model']} | {r['batch']} | {ratio('ferry-ncnn', 'raw-ncnn')} | {ratio('ferry-mnn', 'raw-mnn')} | "
               f"{ratio('ferry-onnxruntime', 'raw-onnxruntime')} | {auto} |")  # fmt: skip
     print()
-    print("| model | batch | ferry/raw ncnn, paired | ferry/raw MNN, paired | ferry/raw ORT, paired |")
-    print("|---|---|---|---|---|")
+    print("| model | batch | ferry/raw ncnn | ferry/raw MNN | ferry/raw ORT | auto / its engine | (all paired) |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         cells = [f"{r['paired'][p]:.3f}" if p in r["paired"] else "-" for p in PAIRS]
-        print(f"| {r['model']} | {r['batch']} | " + " | ".join(cells) + " |")
+        print(f"| {r['model']} | {r['batch']} | " + " | ".join(cells) + " | |")
     for r in rows:
         for engine, error in r["errors"].items():
             print(f"- {r['model']} b{r['batch']} {engine}: {error}")

@@ -139,6 +139,17 @@ def torch_cnn_package(path: Path) -> ferry.ModelPackage:
     return ferry.load(path)
 
 
+def wide_convolutions_package(path: Path) -> ferry.ModelPackage:
+    """3x3 convolutions of 64 channels on 56x56: wide enough that MNN computes them by Winograd."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1)).eval()
+    ferry.export(net, torch.randn(2, 16, 56, 56), path, input_names=["x"], output_names=["y"], name="wide")
+    return ferry.load(path)
+
+
 def cancelling_package(path: Path) -> ferry.ModelPackage:
     """Two nearly equal convolutions subtracted: a small difference of large values, which any int8 engine
     loses (its rounding is larger than the difference)."""

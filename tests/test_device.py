@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import cancelling_package, tiny_bert_package, torch_cnn_package
+from conftest import cancelling_package, tiny_bert_package, torch_cnn_package, wide_convolutions_package
 from ferry.cli import main
 from ferry.errors import ChecksumError, ConfigError, ConversionError, UnsupportedModelError
 from ferry.exporters.targets import export_target, takes
@@ -186,6 +186,17 @@ def test_fp16_and_int8_weights_shrink_the_mnn_file(cnn, tmp_path):
         sizes[name] = result.sizes["model.mnn"]
         assert result.parity.max_abs < 1e-2  # reported, not held to fp32's 1e-4
     assert sizes["fp16"] < 0.7 * sizes["fp32"] and sizes["int8"] < 0.5 * sizes["fp32"]
+
+
+def test_the_mnn_export_is_checked_without_winograd_and_says_how_a_device_matches_it(tmp_path):
+    package = wide_convolutions_package(tmp_path / "wide")
+    result = export_target(package, tmp_path / "out", "mnn")
+    assert result.exact and result.parity.max_abs < 1e-5  # with MNN's default Winograd: 8e-4 measured
+    assert "set the WINOGRAD_MEMORY_LEVEL hint to 0" in result.summary()
+    x = np.random.default_rng(0).standard_normal((1, 16, 56, 56)).astype(np.float32)
+    want = predictor(package, "onnxruntime").predict(x)["y"]
+    served = predictor(package, "mnn").predict(x)["y"]  # the backend runs MNN as a raw MNN user gets it
+    assert 1e-5 < np.abs(served - want).max() < 1e-2
 
 
 @pytest.fixture(scope="module")

@@ -64,10 +64,14 @@ def judge(
 
 
 def outputs(
-    package: ModelPackage, folder: Path, model: EngineModel, feeds: dict[str, np.ndarray] | None = None
+    package: ModelPackage,
+    folder: Path,
+    model: EngineModel,
+    feeds: dict[str, np.ndarray] | None = None,
+    winograd: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """`run` in a child process: (the package's outputs on ONNX Runtime, the engine's); a ConversionError
-    when the engine fails or crashes."""
+    when the engine fails or crashes. `winograd=False`: MNN without its Winograd convolutions."""
     where = str(package.root or package.model_path)
     with tempfile.TemporaryDirectory(prefix="ferry-check-") as tmp:
         result = Path(tmp) / "outputs.npz"
@@ -75,7 +79,8 @@ def outputs(
         if feeds is not None:
             np.savez(Path(tmp) / "feeds.npz", **feeds)
             command.append(str(Path(tmp) / "feeds.npz"))
-        done = subprocess.run(command, input=json.dumps(model.to_dict()), capture_output=True, text=True)
+        given = json.dumps({"model": model.to_dict(), "winograd": winograd})
+        done = subprocess.run(command, input=given, capture_output=True, text=True)
         if done.returncode == 0:
             with np.load(result, allow_pickle=False) as data:
                 arrays = dict(data)
@@ -92,7 +97,12 @@ def outputs(
 
 
 def run(
-    package: ModelPackage, folder: Path, model: EngineModel, threads: int = 2, feeds: dict | None = None
+    package: ModelPackage,
+    folder: Path,
+    model: EngineModel,
+    threads: int = 2,
+    feeds: dict | None = None,
+    winograd: bool = True,
 ) -> tuple[dict, dict]:
     """(the package's outputs on ONNX Runtime, the engine's) on the same inputs: `feeds` (in chunks of
     CHUNK samples), or made up."""
@@ -108,7 +118,7 @@ def run(
     # The reference is the package's own graph on plain ONNX Runtime (not a predictor, which would ask for
     # the engine files being checked here when the engine is ORT's fused graph).
     reference = ort.InferenceSession(str(package.model_path), providers=["CPUExecutionProvider"])
-    engine = _session(package, folder, model, threads)
+    engine = _session(package, folder, model, threads, winograd)
     count = len(next(iter(feeds.values())))
     want: dict[str, list] = {n: [] for n in names}
     got: dict[str, list] = {n: [] for n in names}
@@ -120,7 +130,7 @@ def run(
     return {n: np.concatenate(want[n]) for n in names}, {n: np.concatenate(got[n]) for n in names}
 
 
-def _session(package: ModelPackage, folder: Path, model: EngineModel, threads: int) -> Callable:
+def _session(package: ModelPackage, folder: Path, model: EngineModel, threads: int, winograd: bool) -> Callable:
     """The engine's run(feeds, output names) over the files in `folder` alone."""
     if model.engine == "ncnn":
         from ferry.inference.backends.ncnn import open_session
@@ -132,7 +142,7 @@ def _session(package: ModelPackage, folder: Path, model: EngineModel, threads: i
 
         settings = {"backend": "CPU", "numThread": threads, "precision": "high"}
         dtypes = {s.name: s.dtype for s in package.signature.outputs}
-        return MnnSession(folder / model.files[0], model, settings, False, dtypes).run
+        return MnnSession(folder / model.files[0], model, settings, False, dtypes, winograd).run
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(folder / model.files[0]), providers=["CPUExecutionProvider"])
@@ -141,12 +151,13 @@ def _session(package: ModelPackage, folder: Path, model: EngineModel, threads: i
 
 def main() -> None:
     where, folder, result = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-    model = EngineModel.from_dict(json.loads(sys.stdin.read()))
+    given = json.loads(sys.stdin.read())
+    model = EngineModel.from_dict(given["model"])
     feeds = None
     if len(sys.argv) > 4:
         with np.load(sys.argv[4], allow_pickle=False) as data:
             feeds = dict(data)
-    want, got = run(load(where), folder, model, feeds=feeds)
+    want, got = run(load(where), folder, model, feeds=feeds, winograd=given["winograd"])
     arrays = {f"want/{k}": v for k, v in want.items()} | {f"got/{k}": np.asarray(v) for k, v in got.items()}
     np.savez(result, **arrays)
 

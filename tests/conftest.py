@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,12 @@ def tiny_bert(path: Path, vocab: int = 100, exporter: str = "torchscript"):
 
 def tiny_bert_package(path: Path) -> ferry.ModelPackage:
     return tiny_bert(path)[0].package
+
+
+def interruptible(command: list[str], **kwargs) -> subprocess.Popen:
+    """Start `command` with SIGINT at its default, as a terminal's Ctrl-C finds it: a shell that runs the
+    suite in the background (`cmd &` without job control) leaves SIGINT ignored, children inherit that,
+    and Python then never raises KeyboardInterrupt."""
+    import signal
+
+    return subprocess.Popen(command, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 import ferry
-from conftest import make_mlp, mlp_reference
+from conftest import interruptible, make_mlp, mlp_reference
 from ferry.batch import BatchJob, read_inputs, run_job
 from ferry.cli import main
 
@@ -257,7 +257,7 @@ def test_an_interrupted_predict_says_that_a_rerun_resumes(tmp_path):
     out = tmp_path / "out.npz"
     cmd = [sys.executable, "-m", "ferry", "predict", str(pkg.root), str(tmp_path / "x.npy"), "-o", str(out),
            "--batch-size", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = interruptible(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / "out.npz.partial"
     deadline = time.monotonic() + 60
     while not (partial.is_dir() and len(list(partial.glob("batch-*.npz"))) >= 2):

@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import ferry
+from conftest import interruptible
 from ferry.cli import main as cli
 from ferry.compress.evaluate import evaluate
 from ferry.compress.quantize import quantize
@@ -315,7 +316,7 @@ def test_an_interrupted_quantize_leaves_nothing_at_the_output(tmp_path):
     out = tmp_path / "q"
     cmd = [sys.executable, "-m", "ferry", "quantize", str(DIGITS), "-o", str(out), "--calib", str(TEST),
            "--eval", str(TEST), "--max-drop", "0"]  # fmt: skip  # the guard's retries make it run for a while
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = interruptible(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not any(p.name.startswith(".q.candidates-") and any(p.iterdir()) for p in tmp_path.iterdir()):
         assert proc.poll() is None and time.monotonic() < deadline, "quantize ended before it wrote a candidate"

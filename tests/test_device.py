@@ -188,6 +188,14 @@ def test_fp16_and_int8_weights_shrink_the_mnn_file(cnn, tmp_path):
     assert sizes["fp16"] < 0.7 * sizes["fp32"] and sizes["int8"] < 0.5 * sizes["fp32"]
 
 
+def test_outputs_of_another_shape_are_a_parity_error_not_a_crash(cnn):
+    from ferry.errors import ParityError
+    from ferry.exporters.engine_check import judge
+
+    with pytest.raises(ParityError, match=r"source shape \[1, 5\], package \[1, 4\]"):
+        judge(cnn, {"logits": np.zeros((1, 5), np.float32)}, {"logits": np.zeros((1, 4), np.float32)}, 1.0, 1.0)
+
+
 def test_the_mnn_export_is_checked_without_winograd_and_says_how_a_device_matches_it(tmp_path):
     package = wide_convolutions_package(tmp_path / "wide")
     result = export_target(package, tmp_path / "out", "mnn")

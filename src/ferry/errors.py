@@ -35,6 +35,8 @@ print them as one line and a user knows what to change.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FerryError(Exception):
     """Base class of every error ferry raises on purpose.
@@ -78,7 +80,14 @@ class ConversionError(FerryError):
 
 
 class ParityError(ConversionError):
-    """The converted model's outputs differ from the source model's beyond tolerance."""
+    """The converted model's outputs differ from the source model's beyond tolerance. `failures` says what
+    differs (for callers that word the error their own way); `report` is the comparison's report, when
+    the outputs could be compared at all (not when their count or shapes differ)."""
+
+    def __init__(self, message: str, failures: list[str] | None = None, report: Any = None):
+        super().__init__(message)
+        self.failures = failures or [message]
+        self.report = report
 
 
 class OptimizeError(FerryError):

@@ -87,13 +87,12 @@ def compare(
             failures.append(f"{name}: max abs diff {max_abs:.3g} > atol {atol:g} + rtol {rtol:g} * |source|")
     report = ParityReport(model, tuple(diffs), atol, rtol)
     if failures:
-        error = ParityError(
+        raise ParityError(
             f"model {model!r}: converted outputs differ from the source: {'; '.join(failures)} "
-            "(raise the tolerance with --atol/--rtol if this is expected)"
+            "(raise the tolerance with --atol/--rtol if this is expected)",
+            failures,
+            report,
         )
-        error.failures = failures  # what differs, for callers that word the error their own way
-        error.report = report
-        raise error
     return report
 
 

@@ -278,6 +278,8 @@ def test_the_accuracy_guard_scores_the_written_files_and_refuses_a_larger_drop(c
                       metric="cosine", max_drop=0)  # fmt: skip
     with pytest.raises(ConversionError, match="needs evaluation data"):
         export_target(cnn, tmp_path / "o3", "mnn", max_drop=1)
+    with pytest.raises(ConversionError, match="'top1' needs labels"):  # said before converting
+        export_target(cnn, tmp_path / "o3", "mnn", eval_data=calib, metric="top1")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
     args = ["export", "lite", str(cnn.root), "-o", str(tmp_path / "f.flite"), "--int8", "--calib", str(calib)]
     assert main(args) == 2  # a usage error: the numpy target quantizes weights only

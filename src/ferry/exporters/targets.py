@@ -134,6 +134,8 @@ def export_target(
         raise ConversionError("the accuracy guard (max drop) needs evaluation data: --eval DATA")
     data = load_dataset(calib, pkg, limit=calib_size) if calib is not None else None
     evaluation = load_dataset(eval_data, pkg) if eval_data is not None else None
+    if evaluation is not None:  # said before converting, not after
+        metric = _metric(metric, evaluation)
     if target == "ncnn" and data is not None and not shapes:  # converted at the samples' shapes
         shapes = {n: [1, *a.shape[1:]] for n, a in data.inputs.items()}
     out = Path(out)
@@ -209,12 +211,21 @@ def takes(package: ModelPackage, target: str, shapes: dict[str, list[int]] | Non
     return True
 
 
-def _accuracy(pkg: ModelPackage, folder: Path, model: EngineModel, data: Dataset, metric: str | None) -> Accuracy:
+def _metric(metric: str | None, data: Dataset) -> str:
+    """The metric to score evaluation data with: top1 where it has labels, else agreement."""
     from ferry.compress import metrics
 
     metric = metric or ("top1" if data.labels is not None else "agreement")
     if metric not in metrics.METRICS:
         raise ConversionError(f"unknown metric {metric!r}; choose one of {', '.join(metrics.METRICS)}")
+    if metric in metrics.NEEDS_LABELS and data.labels is None:
+        raise ConversionError(f"metric {metric!r} needs labels, and the evaluation data has none")
+    return metric
+
+
+def _accuracy(pkg: ModelPackage, folder: Path, model: EngineModel, data: Dataset, metric: str) -> Accuracy:
+    from ferry.compress import metrics
+
     want, got = engine_check.outputs(pkg, folder, model, data.inputs, winograd=False)
     first = pkg.signature.output_names[0]
     args = (data.labels, want[first], pkg.manifest.labels)

@@ -153,7 +153,7 @@ def int8_successors(layers: list[Layer], chosen: list[int]) -> dict[int, str]:
     """{convolution: the blob whose scale its int8 output takes}, where every consumer of its output is an
     int8 convolution, directly or through a Split (ncnn2int8's fuse_requantize; ncnn graphs fan out
     through Split layers only). Those layers hand int8 on instead of float."""
-    convolutions = {layers[i].bottoms[0]: i for i in chosen if layers[i].kind != "InnerProduct"}
+    convolutions = {layers[i].bottoms[0] for i in chosen if layers[i].kind != "InnerProduct"}  # their inputs
     splits = {layer.bottoms[0]: layer for layer in layers if layer.kind == "Split"}
     fused = {}
     for i in chosen:
@@ -258,9 +258,11 @@ def _extract(
     for sample in samples:
         ex = net.create_extractor()
         ex.set_light_mode(False)  # keep every blob: several are read from one run
-        for name, value in sample.items():
-            kind = np.float32 if value.dtype.kind == "f" else np.int32
-            ex.input(inputs[name], ncnn.Mat(np.ascontiguousarray(value, dtype=kind)))
+        # ncnn.Mat borrows the array's memory: the converted arrays stay referenced until the extracts
+        held = {n: np.ascontiguousarray(v, dtype=np.float32 if v.dtype.kind == "f" else np.int32)
+                for n, v in sample.items()}  # fmt: skip
+        for name, value in held.items():
+            ex.input(inputs[name], ncnn.Mat(value))
         values = {}
         for blob in blobs:
             status, mat = ex.extract(blob)
@@ -285,7 +287,7 @@ def quantize_files(param: Path, weights: Path, inputs: dict[str, str], samples: 
     net.opt.num_threads = threads
     if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
         raise ConversionError(f"ncnn could not load {param.name} for calibration")
-    bottoms = sorted({layers[i].bottoms[0] for i in chosen}, key=[b for layer in layers for b in layer.tops].index)
+    bottoms = list(dict.fromkeys(layers[i].bottoms[0] for i in chosen))  # in the order ncnn computes them
     scales = activation_scales(net, inputs, samples, bottoms, progress)
     requantized = int8_successors(layers, chosen)
     for i in chosen:

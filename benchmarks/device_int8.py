@@ -24,18 +24,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import models as bench_models  # noqa: E402
-from devices import Worker  # noqa: E402
+import devices  # noqa: E402
 
 import ferry  # noqa: E402
 from ferry.compress.data import Dataset  # noqa: E402
 from ferry.exporters.targets import export_target  # noqa: E402
 
-BUILDERS = {
-    "resnet18": lambda r: bench_models.cnn(r, "resnet18"),
-    "mobilenet_v2": lambda r: bench_models.cnn(r, "mobilenet_v2"),
-    "ppocr_rec": bench_models.ppocr_rec,
-}
+BUILDERS = {k: devices.BUILDERS[k] for k in ("resnet18", "mobilenet_v2", "ppocr_rec")}  # the CNNs: BERT has no ncnn
 EXPORTS = ["ncnn-fp32", "ncnn-int8", "mnn-fp32", "mnn-int8"]
 
 
@@ -65,7 +60,7 @@ def main() -> None:
             accuracy[export] = (result.cosine, result.accuracy.export if classifier else None)
         feeds_file = args.work / f"{key}-int8-b1.npz"
         np.savez(feeds_file, **bm.feeds(1))
-        workers = {e: Worker(f"raw-{e.split('-')[0]}", folders[e], feeds_file) for e in EXPORTS}
+        workers = {e: devices.Worker(f"raw-{e.split('-')[0]}", folders[e], feeds_file) for e in EXPORTS}
         times: dict[str, list[float]] = {e: [] for e in EXPORTS}
         for _ in range(args.rounds):
             for export, worker in workers.items():
